@@ -1,0 +1,448 @@
+"""The broker's logic: (peer, frames, now) in, effects out. It never sees a socket.
+
+The server (zchat/broker/server.py) feeds it what the ROUTER and XPUB sockets
+receive and carries out the effects it returns: ``Send`` to one peer's DEALER,
+``Publish`` on the broadcast socket, ``Show`` a line on the operator's terminal.
+Writes go to the injected Store; the server wraps each batch in one store
+transaction and carries out the effects only after it commits, so nothing is
+acknowledged or published that could still be lost (docs/protocol.md §6.4).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgpack
+
+from zchat.protocol import ProtocolError, decode_request
+from zchat.protocol import messages as m
+from zchat.protocol.codec import Frames
+from zchat.protocol.rules import MAX_HISTORY, nick_key
+from zchat.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``msg`` to the DEALER behind routing id ``peer``."""
+
+    peer: bytes
+    msg: m.Reply | m.Push
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Publish ``msg`` on the broadcast socket under its topic."""
+
+    msg: m.Broadcast
+
+
+@dataclass(frozen=True, slots=True)
+class Show:
+    """A line for the broker's own terminal (the traffic display)."""
+
+    line: str
+
+
+Effect = Send | Publish | Show
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one broker allows; every per-client structure is bounded by these."""
+
+    max_clients: int = 10_000
+    max_rooms_per_client: int = 100
+    max_listed_rooms: int = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    pub_endpoint: str
+    heartbeat: float = 5.0
+    timeout: float = 15.0
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    token: str
+    nick: str
+    peer: bytes
+    last_seen: float
+    rooms: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False, slots=True)
+class Room:
+    name: str
+    topic: str = ""
+    members: set[Session] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Counters:
+    """Traffic counters; the stats request and the metrics read them."""
+
+    requests: int = 0
+    errors: int = 0
+    malformed: int = 0
+    messages: int = 0
+    duplicates: int = 0
+    dms: int = 0
+
+
+def _inbox(nick: str) -> str:
+    return "@" + nick_key(nick)
+
+
+def _room_log(room: str) -> str:
+    return "#" + room
+
+
+class BrokerCore:
+    """All broker state: sessions, rooms, nicks. Single-threaded, clock injected."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: CoreConfig,
+        now: float,
+        new_token: Callable[[], str] = lambda: secrets.token_hex(16),
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.counters = Counters()
+        self._new_token = new_token
+        self._by_peer: dict[bytes, Session] = {}
+        self._by_token: dict[str, Session] = {}
+        self._by_nick: dict[str, Session] = {}
+        self._rooms: dict[str, Room] = {}
+        self._beat = 0
+        self._next_beat = now
+
+    # ------------------------------------------------------------ entry points
+
+    def handle(self, peer: bytes, frames: Frames, now: float) -> list[Effect]:
+        """One message from the ROUTER, envelope stripped. Never raises on peer input."""
+        self.counters.requests += 1
+        try:
+            req = decode_request(frames)
+        except ProtocolError as exc:
+            self.counters.malformed += 1
+            out: list[Effect] = [
+                Show(f"! dropped bad request from {peer.hex()}: {exc.code}: {exc}")
+            ]
+            if exc.rid is not None or exc.code in ("bad_version", "unknown_type"):
+                out.append(Send(peer, m.Error(exc.rid or 0, exc.code, exc.text)))
+            return out
+        session = self._by_peer.get(peer)
+        if session is not None:
+            session.last_seen = now
+        out = []
+        try:
+            if isinstance(req, m.Hello):
+                self._hello(peer, session, req, now, out)
+            elif session is None:
+                raise ProtocolError("not_registered", "say HELLO with a nick first")
+            else:
+                self._dispatch(session, req, now, out)
+        except ProtocolError as exc:
+            self.counters.errors += 1
+            out.append(Send(peer, m.Error(req.rid, exc.code, exc.text)))
+        return out
+
+    def subscribed(self, topic: bytes) -> list[Effect]:
+        """A subscription arrived on the XPUB socket (§5.2)."""
+        if topic[:1] == b"~" and topic.endswith(b"\x00"):
+            try:
+                token = topic[1:-1].decode("ascii")
+                return [Publish(m.Synced(token))]
+            except (UnicodeDecodeError, ProtocolError):
+                return [Show(f"! ignored bad sync subscription {topic[:40]!r}")]
+        return []
+
+    def tick(self, now: float) -> list[Effect]:
+        """Timers: heartbeats out, silent sessions expired (§6.7)."""
+        out: list[Effect] = []
+        if now >= self._next_beat:
+            self._beat += 1
+            self._next_beat = now + self.config.heartbeat
+            out.append(Publish(m.Beat(self._beat, now)))
+        deadline = now - self.config.timeout
+        for session in [s for s in self._by_token.values() if s.last_seen < deadline]:
+            self._end(session, "timed out", now, out)
+        return out
+
+    def next_deadline(self) -> float:
+        """When tick() next has work: the next beat or the next session expiry."""
+        soonest = self._next_beat
+        for s in self._by_token.values():
+            soonest = min(soonest, s.last_seen + self.config.timeout)
+        return soonest
+
+    def shutdown(self, reason: str) -> list[Effect]:
+        return [Publish(m.Shutdown(reason)), Show(f"* shutting down: {reason}")]
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def clients(self) -> int:
+        return len(self._by_token)
+
+    @property
+    def rooms(self) -> int:
+        return len(self._rooms)
+
+    # ----------------------------------------------------------------- verbs
+
+    def _dispatch(self, s: Session, req: m.Request, now: float, out: list[Effect]) -> None:
+        if isinstance(req, m.Say):
+            self._say(s, req, now, out)
+        elif isinstance(req, m.Ping):
+            out.append(Send(s.peer, m.Pong(req.rid, now, self._beat)))
+        elif isinstance(req, m.Join):
+            self._join(s, req, now, out)
+        elif isinstance(req, m.Leave):
+            if req.room not in s.rooms:
+                raise ProtocolError("not_member", f"you are not in #{req.room}")
+            self._part(s, req.room, "left", now, out)
+            out.append(Send(s.peer, m.Ok(req.rid)))
+        elif isinstance(req, m.Tell):
+            self._tell(s, req, now, out)
+        elif isinstance(req, m.Nick):
+            self._nick(s, req, now, out)
+        elif isinstance(req, m.Topic):
+            self._topic(s, req, now, out)
+        elif isinstance(req, m.Who):
+            room = self._rooms.get(req.room)
+            members = sorted((x.nick for x in room.members), key=str.lower) if room else []
+            out.append(Send(s.peer, m.Names(req.rid, req.room, members)))
+        elif isinstance(req, m.Rooms):
+            listed = sorted(self._rooms.values(), key=lambda r: r.name)
+            infos = [
+                m.RoomInfo(r.name, len(r.members), r.topic)
+                for r in listed[: self.config.limits.max_listed_rooms]
+            ]
+            out.append(Send(s.peer, m.RoomList(req.rid, infos)))
+        elif isinstance(req, m.History):
+            self._history(s, req, out)
+        elif isinstance(req, m.Bye):
+            peer = s.peer
+            self._end(s, f"quit: {req.reason}" if req.reason else "quit", now, out)
+            out.append(Send(peer, m.Ok(req.rid)))
+        else:  # pragma: no cover - every Request type is handled above
+            raise ProtocolError("unknown_type", f"unhandled {type(req).__name__}")
+
+    def _hello(
+        self, peer: bytes, current: Session | None, req: m.Hello, now: float, out: list[Effect]
+    ) -> None:
+        if current is not None:
+            raise ProtocolError("already_registered", f"already registered as {current.nick}")
+        session = self._by_token.get(req.resume) if req.resume else None
+        if session is not None:
+            # The same client on a new connection: its old routing id is dead.
+            self._by_peer.pop(session.peer, None)
+            session.peer = peer
+            session.last_seen = now
+            self._by_peer[peer] = session
+            out.append(Show(f"+ {session.nick} reconnected"))
+            self._welcome(session, req.rid, True, now, out)
+            return
+        holder = self._by_nick.get(nick_key(req.nick))
+        if holder is not None:
+            raise ProtocolError("nick_taken", f"the nick {req.nick} is taken; pick another")
+        if len(self._by_token) >= self.config.limits.max_clients:
+            raise ProtocolError("full", "the broker has as many clients as it takes; try later")
+        session = Session(self._new_token(), req.nick, peer, now)
+        self._by_peer[peer] = session
+        self._by_token[session.token] = session
+        self._by_nick[nick_key(session.nick)] = session
+        out.append(Show(f"+ {session.nick} arrived"))
+        self._welcome(session, req.rid, False, now, out)
+
+    def _welcome(self, s: Session, rid: int, resumed: bool, now: float, out: list[Effect]) -> None:
+        cfg = self.config
+        out.append(
+            Send(
+                s.peer,
+                m.Welcome(
+                    rid, s.nick, s.token, cfg.pub_endpoint, self.store.epoch, now,
+                    cfg.heartbeat, cfg.timeout, resumed, sorted(s.rooms),
+                ),
+            )
+        )  # fmt: skip
+        self._deliver_inbox(s, now, out)
+
+    def _join(self, s: Session, req: m.Join, now: float, out: list[Effect]) -> None:
+        room = self._rooms.get(req.room)
+        if req.room not in s.rooms:
+            if len(s.rooms) >= self.config.limits.max_rooms_per_client:
+                raise ProtocolError(
+                    "too_many_rooms",
+                    f"you are in {len(s.rooms)} rooms, the most allowed; leave one first",
+                )
+            if room is None:
+                room = self._rooms[req.room] = Room(req.room, self._load_topic(req.room))
+            room.members.add(s)
+            s.rooms.add(req.room)
+            self._event(req.room, "join", s.nick, "", now, out)
+            out.append(Show(f"+ {s.nick} joined #{req.room}"))
+        assert room is not None  # a member's room always exists
+        history = self._read(req.room, 0, req.history, before=True)
+        out.append(
+            Send(
+                s.peer,
+                m.Joined(
+                    req.rid, req.room, room.topic, sorted(x.nick for x in room.members),
+                    self.store.last(_room_log(req.room)), history,
+                ),
+            )
+        )  # fmt: skip
+
+    def _part(self, s: Session, name: str, reason: str, now: float, out: list[Effect]) -> None:
+        s.rooms.discard(name)
+        room = self._rooms.get(name)
+        if room is None:
+            return
+        room.members.discard(s)
+        self._event(name, "leave", s.nick, reason, now, out)
+        out.append(Show(f"- {s.nick} left #{name} ({reason})"))
+        if not room.members:
+            del self._rooms[name]  # its log and topic stay in the store
+
+    def _end(self, s: Session, reason: str, now: float, out: list[Effect]) -> None:
+        for name in sorted(s.rooms):
+            self._part(s, name, reason, now, out)
+        self._by_token.pop(s.token, None)
+        self._by_nick.pop(nick_key(s.nick), None)
+        if self._by_peer.get(s.peer) is s:
+            del self._by_peer[s.peer]
+        out.append(Show(f"- {s.nick} gone ({reason})"))
+
+    def _say(self, s: Session, req: m.Say, now: float, out: list[Effect]) -> None:
+        kind = "action" if req.action else "msg"
+        seq, dup = self._event(req.room, kind, s.nick, req.text, now, out, req.id)
+        if dup:
+            self.counters.duplicates += 1
+        else:
+            self.counters.messages += 1
+            star = "* " + s.nick if req.action else "<" + s.nick + ">"
+            out.append(Show(f"[#{req.room}] {star} {req.text}"))
+        out.append(Send(s.peer, m.Ack(req.rid, req.id, seq, dup)))
+
+    def _tell(self, s: Session, req: m.Tell, now: float, out: list[Effect]) -> None:
+        target = self._by_nick.get(nick_key(req.to))
+        known = target is not None or self.store.get_state(_inbox(req.to)) is not None
+        if not known:
+            raise ProtocolError("no_such_nick", f"nobody is called {req.to}")
+        dm = m.Dm(req.id, s.nick, target.nick if target else req.to, req.text, now, req.action)
+        stored = self.store.append(_inbox(req.to), req.id, s.nick, _pack_dm(dm))
+        if stored.duplicate:
+            self.counters.duplicates += 1
+        else:
+            self.counters.dms += 1
+            online = target is not None
+            out.append(Show(f"{s.nick} -> {dm.to} (DM{'' if online else ', stored'})"))
+            if target is not None:
+                out.append(Send(target.peer, dm))
+                self._set_cursor(target.nick, stored.seq)
+        out.append(Send(s.peer, m.Ack(req.rid, req.id, stored.seq, stored.duplicate)))
+
+    def _deliver_inbox(self, s: Session, now: float, out: list[Effect]) -> None:
+        """Send the DMs that arrived while ``s.nick`` was away (§6.6), each once."""
+        log = _inbox(s.nick)
+        raw = self.store.get_state(log)
+        cursor = int(raw) if raw else 0
+        if raw is None:
+            self._set_cursor(s.nick, self.store.last(log))  # the nick is now known
+            return
+        pending = self.store.read(log, cursor, MAX_HISTORY)
+        for entry in pending:
+            out.append(Send(s.peer, _unpack_dm(entry.body)))
+        if pending:
+            self._set_cursor(s.nick, pending[-1].seq)
+
+    def _set_cursor(self, nick: str, seq: int) -> None:
+        self.store.set_state(_inbox(nick), str(seq).encode())
+
+    def _nick(self, s: Session, req: m.Nick, now: float, out: list[Effect]) -> None:
+        old, new = s.nick, req.nick
+        holder = self._by_nick.get(nick_key(new))
+        if holder is not None and holder is not s:
+            raise ProtocolError("nick_taken", f"the nick {new} is taken; pick another")
+        del self._by_nick[nick_key(old)]
+        s.nick = new
+        self._by_nick[nick_key(new)] = s
+        self._deliver_inbox(s, now, out)
+        for name in sorted(s.rooms):
+            self._event(name, "nick", old, new, now, out)
+        out.append(Show(f"* {old} is now {new}"))
+        out.append(Send(s.peer, m.Ok(req.rid)))
+
+    def _topic(self, s: Session, req: m.Topic, now: float, out: list[Effect]) -> None:
+        room = self._rooms.get(req.room)
+        if req.topic is None:
+            topic = room.topic if room else self._load_topic(req.room)
+        else:
+            if room is None or s not in room.members:
+                raise ProtocolError("not_member", f"join #{req.room} to set its topic")
+            room.topic = topic = req.topic
+            self.store.set_state(_room_log(req.room), topic.encode())
+            self._event(req.room, "topic", s.nick, topic, now, out)
+            out.append(Show(f"* {s.nick} set the topic of #{req.room}: {topic}"))
+        out.append(Send(s.peer, m.TopicIs(req.rid, req.room, topic)))
+
+    def _history(self, s: Session, req: m.History, out: list[Effect]) -> None:
+        if req.after:
+            events = self._read(req.room, req.after, req.limit, before=False)
+        else:
+            events = self._read(req.room, req.before, req.limit, before=True)
+        last = self.store.last(_room_log(req.room))
+        out.append(Send(s.peer, m.Events(req.rid, req.room, events, last)))
+
+    # ---------------------------------------------------------------- helpers
+
+    def _event(
+        self,
+        room: str,
+        kind: str,
+        nick: str,
+        text: str,
+        now: float,
+        out: list[Effect],
+        msg_id: str = "",
+    ) -> tuple[int, bool]:
+        """Append one event to a room's log and publish it unless it is a duplicate."""
+        msg_id = msg_id or uuid.uuid4().hex
+        body = msgpack.packb((kind, nick, text, now))
+        stored = self.store.append(_room_log(room), msg_id, nick, body)
+        if not stored.duplicate:
+            out.append(Publish(m.Event(room, stored.seq, kind, nick, text, now, msg_id)))
+        return stored.seq, stored.duplicate
+
+    def _read(self, room: str, pos: int, limit: int, before: bool) -> list[m.Event]:
+        log = _room_log(room)
+        entries = (
+            self.store.read_before(log, pos, limit) if before else self.store.read(log, pos, limit)
+        )
+        events = []
+        for e in entries:
+            kind, nick, text, ts = msgpack.unpackb(e.body)
+            events.append(m.Event(room, e.seq, kind, nick, text, ts, e.msg_id))
+        return events
+
+    def _load_topic(self, room: str) -> str:
+        raw = self.store.get_state(_room_log(room))
+        return raw.decode() if raw else ""
+
+
+def _pack_dm(dm: m.Dm) -> bytes:
+    body: bytes = msgpack.packb((dm.id, dm.sender, dm.to, dm.text, dm.ts, dm.action))
+    return body
+
+
+def _unpack_dm(body: bytes) -> m.Dm:
+    return m.Dm(*msgpack.unpackb(body))

@@ -1,0 +1,217 @@
+"""The broker's sockets and poll loop: a thin edge around BrokerCore.
+
+One ROUTER takes every client request, one XPUB broadcasts room traffic (its
+subscription messages drive the join handshake, docs/protocol.md §5.2). One
+thread, one ``zmq.Poller``; each wake-up drains up to ``BATCH`` requests, runs
+them through the core inside one store transaction, commits, and only then
+sends and publishes what the core asked for.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import TextIO
+
+import zmq
+
+from zchat.broker.core import BrokerCore, CoreConfig, Effect, Limits, Publish, Send
+from zchat.protocol import ProtocolError, encode
+from zchat.protocol.rules import MAX_BODY_BYTES
+from zchat.store import Store
+
+#: Requests handled per wake-up and per store transaction.
+BATCH = 512
+#: Queue bounds per peer. High enough that a burst never drops at the broker;
+#: a client that falls further behind recovers by sequence number (§6.4).
+HWM = 100_000
+_WILDCARDS = ("*", "0.0.0.0", "[::]", "::")
+
+
+def announce_endpoint(bound: str) -> str:
+    """What to tell clients about a bound endpoint: a wildcard host becomes ``*``,
+    which a client replaces with the host it connected to (§6.1)."""
+    scheme, _, rest = bound.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme == "tcp" and host in _WILDCARDS:
+        return f"tcp://*:{port}"
+    return bound
+
+
+def _pub_default(bind: str) -> str:
+    """Bind the broadcast socket on the request socket's host, on a port the OS picks."""
+    scheme, _, rest = bind.partition("://")
+    if scheme != "tcp":
+        return f"{bind}.pub"
+    host = rest.rpartition(":")[0]
+    return f"tcp://{host}:*"
+
+
+class BrokerServer:
+    """Owns the context and sockets; ``run()`` serves until ``stop()`` or a signal."""
+
+    def __init__(
+        self,
+        store: Store,
+        bind: str,
+        pub: str | None = None,
+        *,
+        heartbeat: float = 5.0,
+        timeout: float = 15.0,
+        limits: Limits | None = None,
+        quiet: bool = False,
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.quiet = quiet
+        self.out = out or sys.stdout
+        self.clock = clock
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.xpub = self.ctx.socket(zmq.XPUB)
+        self._stopping = False
+        self.dropped = 0
+        try:
+            # Options first: they only apply to later bind() calls.
+            for sock in (self.router, self.xpub):
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SNDHWM, HWM)
+                sock.setsockopt(zmq.RCVHWM, HWM)
+                sock.setsockopt(zmq.BACKLOG, 4096)
+            self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self.router.setsockopt(zmq.ROUTER_HANDOVER, 0)
+            # Headroom over the body limit for the other frames; anything bigger
+            # is hostile and libzmq drops that connection before we see it.
+            self.router.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_BODY_BYTES)
+            self.xpub.setsockopt(zmq.MAXMSGSIZE, 1024)  # subscriptions only
+            self.router.bind(bind)
+            self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.xpub.bind(pub or _pub_default(bind))
+            self.pub_endpoint = self.xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError:
+            self.close()
+            raise
+        self.core = BrokerCore(
+            store,
+            CoreConfig(
+                announce_endpoint(self.pub_endpoint),
+                heartbeat,
+                timeout,
+                limits or Limits(),
+            ),
+            clock(),
+        )
+
+    # ----------------------------------------------------------------- running
+
+    def run(self) -> None:
+        """Serve until stop() or SIGINT/SIGTERM, then tell clients and return."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.xpub, zmq.POLLIN)
+        poller.register(wake_r, zmq.POLLIN)
+        try:
+            self._carry_out(self.core.tick(self.clock()))
+            while not self._stopping:
+                wait = max(0.0, self.core.next_deadline() - self.clock())
+                ready = dict(poller.poll(int(wait * 1000) + 1))
+                if self.router in ready:
+                    self._drain_router()
+                if self.xpub in ready:
+                    self._drain_xpub()
+                if wake_r.fileno() in ready:
+                    _drain_fd(wake_r)
+                self._carry_out(self.core.tick(self.clock()))
+            self._carry_out(self.core.shutdown("broker stopped"))
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_fd)
+            wake_r.close()
+            wake_w.close()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def _drain_router(self) -> None:
+        effects: list[Effect] = []
+        handle = self.core.handle
+        now = self.clock()
+        with self.store.batch():
+            for _ in range(BATCH):
+                try:
+                    frames = self.router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                effects.extend(handle(frames[0], frames[1:], now))
+        self._carry_out(effects)
+
+    def _drain_xpub(self) -> None:
+        effects: list[Effect] = []
+        for _ in range(BATCH):
+            try:
+                msg = self.xpub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if msg[:1] == b"\x01":
+                effects.extend(self.core.subscribed(msg[1:]))
+        self._carry_out(effects)
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        lines = []
+        for fx in effects:
+            if isinstance(fx, Publish):
+                self.xpub.send_multipart(encode(fx.msg))
+            elif isinstance(fx, Send):
+                self._send(fx)
+            elif not self.quiet or fx.line.startswith("!"):
+                lines.append(fx.line)
+        if lines:
+            stamp = time.strftime("%H:%M:%S")
+            self.out.write("".join(f"{stamp} {line}\n" for line in lines))
+            self.out.flush()
+
+    def _send(self, fx: Send) -> None:
+        try:
+            frames = encode(fx.msg)
+        except ProtocolError as exc:  # our own reply is too big: a bug, not the peer's fault
+            self._show(f"! cannot encode reply to {fx.peer.hex()}: {exc}")
+            return
+        try:
+            self.router.send_multipart([fx.peer, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            # EHOSTUNREACH: the peer disconnected; EAGAIN: its queue is full.
+            # Either way the broker must not block; heartbeats expire the session.
+            self.dropped += 1
+            why = "gone" if exc.errno == zmq.EHOSTUNREACH else "not reading"
+            self._show(f"! dropped {fx.msg.TYPE.decode()} to {fx.peer.hex()}: peer {why}")
+
+    def _show(self, line: str) -> None:
+        self.out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        self.router.close(linger=0)
+        self.xpub.close(linger=0)
+        self.ctx.term()
+
+
+def _drain_fd(sock: socket.socket) -> None:
+    try:
+        while sock.recv(512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass

@@ -1,0 +1,146 @@
+"""What the client shows: UI events, and their plain-text and JSON renderings.
+
+The core emits these; a UI only renders them. Every string that came from the
+network passes through ``safe()`` before it reaches a terminal, so no nick,
+topic or message can move the cursor or rewrite the screen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import unicodedata
+from dataclasses import dataclass
+
+
+def safe(text: str) -> str:
+    """Replace control and invisible formatting characters with visible escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"):
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(" ")  # other separators (e.g. U+3000) are blanks
+    return "".join(out)
+
+
+def hhmm(ts: float) -> str:
+    return time.strftime("%H:%M", time.localtime(ts))
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A message or /me action in a room."""
+
+    room: str
+    nick: str
+    text: str
+    ts: float
+    action: bool
+    mention: bool
+    history: bool
+    seq: int
+
+    def plain(self) -> str:
+        who = f"* {safe(self.nick)}" if self.action else f"<{safe(self.nick)}>"
+        return f"{hhmm(self.ts)} #{self.room} {who} {safe(self.text)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomNotice:
+    """Someone joined, left, changed nick or set the topic."""
+
+    room: str
+    kind: str
+    nick: str
+    text: str
+    ts: float
+    history: bool
+    seq: int
+
+    def plain(self) -> str:
+        nick = safe(self.nick)
+        if self.kind == "join":
+            what = f"{nick} joined #{self.room}"
+        elif self.kind == "leave":
+            what = f"{nick} left #{self.room}" + (f" ({safe(self.text)})" if self.text else "")
+        elif self.kind == "nick":
+            what = f"{nick} is now known as {safe(self.text)}"
+        else:
+            what = f"{nick} set the topic of #{self.room}: {safe(self.text)}"
+        return f"{hhmm(self.ts)} #{self.room} -- {what}"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectLine:
+    """A direct message, received (``outgoing`` False) or sent and acknowledged."""
+
+    sender: str
+    to: str
+    text: str
+    ts: float
+    action: bool
+    outgoing: bool
+
+    def plain(self) -> str:
+        body = safe(self.text)
+        if self.outgoing:
+            head = f"[DM to {safe(self.to)}]"
+            return f"{hhmm(self.ts)} {head} {'* ' if self.action else ''}{body}"
+        who = f"* {safe(self.sender)}" if self.action else f"<{safe(self.sender)}>"
+        return f"{hhmm(self.ts)} [DM] {who} {body}"
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """A line from the client itself: help, lists, confirmations."""
+
+    text: str
+
+    def plain(self) -> str:
+        return f"-- {safe(self.text)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something went wrong; said in one line."""
+
+    text: str
+
+    def plain(self) -> str:
+        return f"!! {safe(self.text)}"
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """The connection state changed: connecting, connected, reconnecting."""
+
+    state: str
+    text: str
+
+    def plain(self) -> str:
+        return f"-- {safe(self.text)}"
+
+
+UiEvent = Chat | RoomNotice | DirectLine | Info | Problem | StateChange
+
+
+def to_json(event: UiEvent) -> str:
+    """One JSON object per event, for bots: ``{"event": "chat", ...fields}``."""
+    data = {"event": _JSON_NAMES[type(event)], **dataclasses.asdict(event)}
+    return json.dumps(data, ensure_ascii=False)
+
+
+_JSON_NAMES: dict[type, str] = {
+    Chat: "chat",
+    RoomNotice: "notice",
+    DirectLine: "dm",
+    Info: "info",
+    Problem: "error",
+    StateChange: "state",
+}

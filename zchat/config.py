@@ -1,0 +1,219 @@
+"""One typed config object per command, built at the edge.
+
+Precedence, lowest first: defaults < TOML file (``--config``) < ``ZCHAT_*``
+environment < command-line flags. A broker file holds a ``[broker]`` table, a
+client file a ``[client]`` table (one file may hold both). Unknown keys and bad
+values raise ConfigError with one line naming where the value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import platformdirs
+
+from zchat.protocol import ProtocolError
+from zchat.protocol.rules import check_nick, normalize_room
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+ENV_PREFIX = "ZCHAT_"
+
+_ENDPOINT_RE = re.compile(
+    r"(tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.*-]+):(\d+|\*)|ipc://.+|inproc://.+)\Z"
+)
+
+
+class ConfigError(Exception):
+    """A config value is wrong; str() is the one line to show the user."""
+
+
+def _endpoint(value: str) -> str:
+    match = _ENDPOINT_RE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a ZeroMQ endpoint like tcp://host:5555")
+    port = match.group(3)
+    if port and port != "*" and not 0 < int(port) < 65536:
+        raise ValueError(f"port {port} out of range 1-65535")
+    return value
+
+
+def _optional_endpoint(value: str) -> str:
+    return value and _endpoint(value)
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _count(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _history(value: int) -> int:
+    if not 0 <= value <= 500:
+        raise ValueError(f"must be between 0 and 500, got {value}")
+    return value
+
+
+def _protocol_check(check: Callable[[str], str]) -> Callable[[str], str]:
+    def wrapped(value: str) -> str:
+        try:
+            return check(value)
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
+
+    return wrapped
+
+
+def default_store() -> str:
+    return str(Path(platformdirs.user_data_dir("zchat")) / "broker.sqlite3")
+
+
+def default_nick() -> str:
+    """The login name, made into a valid nick (``j.doe`` stays, ``Jöns`` becomes ``J_ns``)."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "guest"
+    nick = re.sub(r"[^A-Za-z0-9_.\-]", "_", name).lstrip(".-")[:32]
+    return nick or "guest"
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Everything ``zchat broker`` needs. See configs/broker.toml for each key."""
+
+    bind: str = DEFAULT_ENDPOINT
+    pub: str = ""  # empty: same host as bind, a port the OS picks
+    store: str = dataclasses.field(default_factory=default_store)
+    quiet: bool = False
+    heartbeat: float = 5.0
+    timeout: float = 15.0
+    max_clients: int = 10_000
+    max_rooms_per_client: int = 100
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Everything ``zchat client`` and ``zchat send`` need."""
+
+    connect: str = DEFAULT_ENDPOINT
+    nick: str = dataclasses.field(default_factory=default_nick)
+    room: str = "lobby"
+    history: int = 20
+    plain: bool = False
+    wait: float = 10.0  # seconds to wait for acks at the end of piped input
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "bind": _endpoint,
+    "pub": _optional_endpoint,
+    "connect": _endpoint,
+    "heartbeat": _positive,
+    "timeout": _positive,
+    "wait": _positive,
+    "max_clients": _count,
+    "max_rooms_per_client": _count,
+    "history": _history,
+    "nick": _protocol_check(check_nick),
+    "room": _protocol_check(normalize_room),
+}
+
+C = TypeVar("C", BrokerConfig, ClientConfig)
+_KINDS: dict[str, type] = {"str": str, "bool": bool, "int": int, "float": float}
+
+
+def _coerce(kind: type, value: Any, from_text: bool) -> Any:
+    """Bring ``value`` to ``kind``; env values arrive as text and are parsed."""
+    if from_text and isinstance(value, str):
+        if kind is bool:
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"expected true or false, got {value!r}")
+        if kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                raise ValueError(f"expected a number, got {value!r}") from None
+    if kind is float and type(value) is int:
+        return float(value)
+    if type(value) is not kind:
+        raise ValueError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def load(
+    cls: type[C],
+    path: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> C:
+    """Build ``cls`` from defaults, the file at ``path``, the environment and ``flags``.
+
+    ``flags`` values of None mean "not given". Raises ConfigError.
+    """
+    section = "broker" if cls is BrokerConfig else "client"
+    kinds = {f.name: _KINDS[str(f.type)] for f in dataclasses.fields(cls)}
+    given: dict[str, tuple[Any, str, bool]] = {}  # key -> (value, where, is_text)
+
+    if path is not None:
+        table = _read_table(Path(path), section)
+        for key, value in table.items():
+            if key not in kinds:
+                known = ", ".join(sorted(kinds))
+                raise ConfigError(f"{path}: [{section}] unknown key {key!r} (known: {known})")
+            given[key] = (value, f"{path}: [{section}] {key}", False)
+    environ = os.environ if env is None else env
+    for key in kinds:
+        name = ENV_PREFIX + key.upper()
+        if name in environ:
+            given[key] = (environ[name], f"environment {name}", True)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            given[key] = (value, f"--{key.replace('_', '-')}", False)
+
+    values: dict[str, Any] = {}
+    for key, (value, where, is_text) in given.items():
+        try:
+            value = _coerce(kinds[key], value, is_text)
+            check = _CHECKS.get(key)
+            values[key] = check(value) if check else value
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return cls(**values)
+
+
+def _read_table(path: Path, section: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key in data:
+        if key not in ("broker", "client"):
+            raise ConfigError(
+                f"{path}: unknown table or key {key!r} (expected [broker] or [client])"
+            )
+    table = data.get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {section} must be a table, [{section}]")
+    return table

@@ -1,0 +1,214 @@
+"""Messages to ZeroMQ frames and back (docs/protocol.md §2).
+
+``encode`` turns a message into ``list[bytes]``; the three ``decode_*``
+functions turn frames from one path into a message or raise ``ProtocolError``.
+Nothing else escapes them, whatever the input: see tests/protocol/test_fuzz.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import msgpack
+
+from zchat.protocol import messages as m
+from zchat.protocol.errors import ProtocolError
+from zchat.protocol.rules import MAX_BODY_BYTES
+
+#: First frame of every DEALER/ROUTER message: protocol name and version (§2).
+PROTOCOL = b"ZCHAT/1"
+
+Frames = Sequence[bytes]
+_Check = Callable[[Any, str], Any]
+M = TypeVar("M", bound=m.Message)
+
+
+def _bad(path: str, what: str) -> ProtocolError:
+    return ProtocolError("bad_request", f"field {path!r}: {what}")
+
+
+def _scalar(kind: type) -> _Check:
+    def check(value: Any, path: str) -> Any:
+        # bool is an int in Python: keep them apart on the wire.
+        if type(value) is kind:
+            return value
+        if kind is float and type(value) is int:
+            return float(value)
+        raise _bad(path, f"expected {kind.__name__}, got {type(value).__name__}")
+
+    return check
+
+
+def _optional(inner: _Check) -> _Check:
+    def check(value: Any, path: str) -> Any:
+        return None if value is None else inner(value, path)
+
+    return check
+
+
+def _list_of(inner: _Check) -> _Check:
+    def check(value: Any, path: str) -> Any:
+        if type(value) is not list:
+            raise _bad(path, f"expected a list, got {type(value).__name__}")
+        return [inner(item, f"{path}[{i}]") for i, item in enumerate(value)]
+
+    return check
+
+
+def _record(cls: type) -> _Check:
+    fields = _schema(cls)
+
+    def check(value: Any, path: str) -> Any:
+        if type(value) is not dict:
+            raise _bad(path, f"expected a map, got {type(value).__name__}")
+        return _build(cls, fields, value, path + ".")
+
+    return check
+
+
+def _checker(hint: Any) -> _Check:
+    if hint in (int, str, bool, float):
+        return _scalar(hint)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is list:
+        return _list_of(_checker(args[0]))
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        (inner,) = (a for a in args if a is not type(None))
+        return _optional(_checker(inner))
+    if dataclasses.is_dataclass(hint):
+        return _record(typing.cast(type, hint))
+    raise TypeError(f"no wire form for {hint!r}")  # our bug, at import time
+
+
+_Field = tuple[str, _Check, bool]  # name, checker, required
+_SCHEMAS: dict[type, list[_Field]] = {}
+
+
+def _schema(cls: type) -> list[_Field]:
+    if cls not in _SCHEMAS:
+        hints = typing.get_type_hints(cls, vars(m))
+        _SCHEMAS[cls] = [
+            (
+                f.name,
+                _checker(hints[f.name]),
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(cls)
+        ]
+    return _SCHEMAS[cls]
+
+
+def _build(cls: type[M], fields: list[_Field], raw: dict[Any, Any], prefix: str = "") -> M:
+    # Unknown keys are ignored so a newer peer can add optional fields (§2).
+    kwargs = {}
+    for name, check, required in fields:
+        if name in raw:
+            kwargs[name] = check(raw[name], prefix + name)
+        elif required:
+            raise _bad(prefix + name, "missing")
+    try:
+        return cls(**kwargs)
+    except ProtocolError:
+        raise
+    except (TypeError, ValueError, UnicodeError, OverflowError) as exc:
+        raise _bad(prefix.rstrip(".") or cls.__name__, str(exc)) from None
+
+
+def _registry(classes: Sequence[type[M]]) -> dict[bytes, tuple[type[M], list[_Field]]]:
+    return {cls.TYPE: (cls, _schema(cls)) for cls in classes}
+
+
+_REQUESTS = _registry(m.REQUESTS)
+_FROM_BROKER = _registry(m.FROM_BROKER)
+_BROADCASTS = _registry(m.BROADCASTS)
+
+
+def _to_wire(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [_to_wire(v) for v in value]
+    return value
+
+
+def pack_body(msg: m.Message) -> bytes:
+    """The body frame of ``msg``: a MessagePack map of its fields."""
+    body: bytes = msgpack.packb(_to_wire(msg), use_bin_type=True)
+    return body
+
+
+def encode(msg: m.Message) -> list[bytes]:
+    """Frames for ``msg``: ``[PROTOCOL, TYPE, body]``, or ``[topic, TYPE, body]``
+    for a broadcast. Raises ``ProtocolError("too_long")`` past MAX_BODY_BYTES,
+    so an oversized message never reaches a socket (§2).
+    """
+    body = pack_body(msg)
+    if len(body) > MAX_BODY_BYTES:
+        raise ProtocolError("too_long", f"{msg.TYPE.decode()} body of {len(body)} bytes")
+    head = msg.topic if isinstance(msg, m.Broadcast) else PROTOCOL
+    return [head, msg.TYPE, body]
+
+
+def _unpack(body: bytes) -> dict[Any, Any]:
+    if len(body) > MAX_BODY_BYTES:
+        raise ProtocolError("too_long", f"body of {len(body)} bytes; limit {MAX_BODY_BYTES}")
+    try:
+        raw = msgpack.unpackb(
+            body,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+        )
+    except UnicodeDecodeError:
+        raise ProtocolError("bad_utf8", "a string in the body is not valid UTF-8") from None
+    except ValueError:  # ExtraData, FormatError, StackError and friends
+        raise ProtocolError("bad_frame", "body is not one MessagePack value") from None
+    if type(raw) is not dict:
+        raise ProtocolError("bad_frame", "body is not a MessagePack map")
+    return raw
+
+
+def _decode(
+    frames: Frames, registry: dict[bytes, tuple[type[M], list[_Field]]], head: bytes | None
+) -> M:
+    if len(frames) != 3:
+        raise ProtocolError("bad_frame", f"expected 3 frames, got {len(frames)}")
+    first, kind, body = (bytes(f) for f in frames)
+    if head is not None and first != head:
+        raise ProtocolError("bad_version", f"expected protocol {head.decode()}, got {first[:20]!r}")
+    entry = registry.get(kind)
+    raw = _unpack(body)
+    rid = raw.get("rid")
+    rid = rid if type(rid) is int and 0 <= rid < 2**53 else None
+    if entry is None:
+        raise ProtocolError("unknown_type", f"unknown message type {kind[:20]!r}", rid)
+    cls, fields = entry
+    try:
+        msg = _build(cls, fields, raw)
+    except ProtocolError as exc:
+        raise exc.with_rid(rid) from None
+    if head is None and isinstance(msg, m.Broadcast) and msg.topic != first:
+        raise ProtocolError("bad_frame", "topic frame does not match the message")
+    return msg
+
+
+def decode_request(frames: Frames) -> m.Request:
+    """Decode what a client sent (ROUTER side, envelope already stripped)."""
+    return _decode(frames, _REQUESTS, PROTOCOL)
+
+
+def decode_from_broker(frames: Frames) -> m.Reply | m.Push:
+    """Decode a reply or push the broker sent on the DEALER."""
+    msg = _decode(frames, _FROM_BROKER, PROTOCOL)
+    assert isinstance(msg, (m.Reply, m.Push))  # FROM_BROKER holds only these
+    return msg
+
+
+def decode_broadcast(frames: Frames) -> m.Broadcast:
+    """Decode a message received on the SUB socket."""
+    return _decode(frames, _BROADCASTS, None)

@@ -1,0 +1,7 @@
+"""Per-log message storage behind one narrow interface (see base.Store)."""
+
+from zchat.store.base import Appended, Entry, Store, StoreError
+from zchat.store.memory import MemoryStore
+from zchat.store.sqlite import SQLiteStore
+
+__all__ = ["Appended", "Entry", "MemoryStore", "SQLiteStore", "Store", "StoreError"]

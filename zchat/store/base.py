@@ -1,0 +1,82 @@
+"""The storage interface: per-log append with positions and dedupe (docs/protocol.md §6.4).
+
+A *log* is an append-only sequence named by a string: ``#dev`` for a room,
+``@alice`` for alice's DM inbox. The store assigns each entry the next
+position (``seq``, from 1) and drops a second append of the same message id
+to the same log. Entries are opaque bytes to the store, the way a Redis
+stream or Kafka topic would hold them, so this interface can later sit on
+such an engine for several brokers.
+
+Besides the logs each log has one small *state* blob (a room's topic, an
+inbox's delivery cursor), overwritten as a whole.
+"""
+
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message says why, for an operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where an append landed. ``duplicate``: the id was there already, at ``seq``."""
+
+    epoch: str
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    seq: int
+    msg_id: str
+    sender: str
+    body: bytes
+
+
+class Store(abc.ABC):
+    """A set of append-only logs. Not thread-safe: one broker loop owns it."""
+
+    #: Identifies this store's life: a new or reset store has a new epoch, so a
+    #: client's remembered positions from before are recognisably stale.
+    epoch: str
+
+    @abc.abstractmethod
+    def append(self, log: str, msg_id: str, sender: str, body: bytes) -> Appended:
+        """Append ``body`` to ``log`` unless ``msg_id`` is in it already."""
+
+    @abc.abstractmethod
+    def read(self, log: str, after: int, limit: int) -> list[Entry]:
+        """Up to ``limit`` entries with ``seq > after``, oldest first."""
+
+    @abc.abstractmethod
+    def read_before(self, log: str, before: int, limit: int) -> list[Entry]:
+        """The last ``limit`` entries with ``seq < before`` (0: no bound), oldest first."""
+
+    @abc.abstractmethod
+    def last(self, log: str) -> int:
+        """The seq of the newest entry of ``log``; 0 for an empty log."""
+
+    @abc.abstractmethod
+    def get_state(self, log: str) -> bytes | None:
+        """The state blob of ``log``, or None if never set."""
+
+    @abc.abstractmethod
+    def set_state(self, log: str, value: bytes) -> None:
+        """Replace the state blob of ``log``."""
+
+    @abc.abstractmethod
+    def batch(self) -> AbstractContextManager[None]:
+        """Group writes: all are durable when the block exits, none if it raises.
+
+        The broker wraps each batch drained from its socket in one, so one
+        commit covers many messages (docs/protocol.md §6.4).
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; the store is unusable afterwards."""

@@ -1,0 +1,142 @@
+"""The durable Store: one SQLite file in WAL mode, one transaction per batch."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from zchat.store.base import Appended, Entry, Store, StoreError
+
+#: Bump with a migration in _MIGRATIONS when the schema changes.
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE entries (
+    log    TEXT    NOT NULL,
+    seq    INTEGER NOT NULL,
+    msg_id TEXT    NOT NULL,
+    sender TEXT    NOT NULL,
+    body   BLOB    NOT NULL,
+    PRIMARY KEY (log, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX entries_id ON entries (log, msg_id);
+CREATE TABLE state (log TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+"""
+
+
+class SQLiteStore(Store):
+    """Logs in one SQLite file. Positions are cached in memory after first use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            if self.path.parent != Path(""):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, per batch.
+            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self.epoch = self._open_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"store {self.path}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: {exc.strerror or exc}") from None
+        self._last: dict[str, int] = {}
+        self._depth = 0
+
+    def _open_schema(self) -> str:
+        tables = {
+            row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables:
+            epoch = uuid.uuid4().hex
+            self._db.executescript(
+                "BEGIN;"
+                + _SCHEMA
+                + f"INSERT INTO meta VALUES ('schema', '{SCHEMA_VERSION}');"
+                + f"INSERT INTO meta VALUES ('epoch', '{epoch}');"
+                + "COMMIT;"
+            )
+            return epoch
+        if "meta" not in tables:
+            raise StoreError(f"store {self.path}: not a zchat store (no meta table)")
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        version = int(meta.get("schema", "0"))
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path}: schema version {version}, this zchat reads "
+                f"version {SCHEMA_VERSION}; upgrade zchat or use another --store"
+            )
+        return str(meta["epoch"])
+
+    def append(self, log: str, msg_id: str, sender: str, body: bytes) -> Appended:
+        row = self._db.execute(
+            "SELECT seq FROM entries WHERE log = ? AND msg_id = ?", (log, msg_id)
+        ).fetchone()
+        if row is not None:
+            return Appended(self.epoch, int(row[0]), True)
+        seq = self.last(log) + 1
+        self._db.execute(
+            "INSERT INTO entries VALUES (?, ?, ?, ?, ?)", (log, seq, msg_id, sender, body)
+        )
+        self._last[log] = seq
+        return Appended(self.epoch, seq, False)
+
+    def read(self, log: str, after: int, limit: int) -> list[Entry]:
+        rows = self._db.execute(
+            "SELECT seq, msg_id, sender, body FROM entries"
+            " WHERE log = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (log, after, limit),
+        )
+        return [Entry(*row) for row in rows]
+
+    def read_before(self, log: str, before: int, limit: int) -> list[Entry]:
+        rows = self._db.execute(
+            "SELECT seq, msg_id, sender, body FROM entries"
+            " WHERE log = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (log, before or 2**62, limit),
+        ).fetchall()
+        return [Entry(*row) for row in reversed(rows)]
+
+    def last(self, log: str) -> int:
+        cached = self._last.get(log)
+        if cached is None:
+            row = self._db.execute("SELECT max(seq) FROM entries WHERE log = ?", (log,)).fetchone()
+            cached = self._last[log] = int(row[0] or 0)
+        return cached
+
+    def get_state(self, log: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM state WHERE log = ?", (log,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_state(self, log: str, value: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (log, value))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._last.clear()  # cached positions may name rolled-back rows
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    def close(self) -> None:
+        self._db.close()
