@@ -1,0 +1,48 @@
+"""Shared fixtures: a real broker, real clients, raw zmq sockets for tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from tests.procs import Broker, Proc
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Every Proc appended here is stopped at the end of the test, whatever happens."""
+    started: list[Proc] = []
+    yield started
+    for p in reversed(started):
+        p.stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path, procs: list[Proc]) -> Broker:
+    b = Broker(tmp_path, "--heartbeat", "0.5", "--timeout", "3")
+    procs.append(b)
+    return b
+
+
+@pytest.fixture
+def client(broker: Broker, procs: list[Proc]) -> Callable[..., Proc]:
+    """Start ``zchat client --plain`` for a nick against the test broker."""
+
+    def start(nick: str, *extra: str, room: str = "lobby") -> Proc:
+        c = Proc(["client", "--plain", "--connect", broker.endpoint, "--nick", nick,
+                  "--room", room, *extra])  # fmt: skip
+        procs.append(c)
+        return c
+
+    return start
+
+
+@pytest.fixture
+def zctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
+    """A zmq context for raw test sockets; every socket closed with linger 0."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)

@@ -1,0 +1,5 @@
+"""``python -m zchat`` is the ``zchat`` command."""
+
+from zchat.cli import main
+
+main()
