@@ -31,13 +31,21 @@ def free_port() -> int:
 class Proc:
     """A zchat subprocess whose stdout lines are collected as they arrive."""
 
-    def __init__(self, args: list[str], stdin: bool = True, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        args: list[str],
+        stdin: bool = True,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.args = args
         self.lines: list[str] = []
         self._q: queue.Queue[str | None] = queue.Queue()
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **(env or {})}
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "zchat", *args],
+            [*(prefix or []), sys.executable, "-m", "zchat", *args],
+            cwd=cwd,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
