@@ -71,6 +71,7 @@ def broker(config_file: str | None, **flags: Any) -> None:
             heartbeat=cfg.heartbeat,
             timeout=cfg.timeout,
             limits=Limits(cfg.max_clients, cfg.max_rooms_per_client),
+            hwm=cfg.hwm,
             quiet=cfg.quiet,
         )
     except zmq.ZMQError as exc:

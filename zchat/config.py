@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import math
 import os
 import re
 import tomllib
@@ -27,7 +28,7 @@ DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 ENV_PREFIX = "ZCHAT_"
 
 _ENDPOINT_RE = re.compile(
-    r"(tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.*-]+):(\d+|\*)|ipc://.+|inproc://.+)\Z"
+    r"(tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.*-]+):([0-9]+|\*)|ipc://.+|inproc://.+)\Z"
 )
 
 
@@ -50,7 +51,7 @@ def _optional_endpoint(value: str) -> str:
 
 
 def _positive(value: float) -> float:
-    if value <= 0:
+    if not 0 < value < math.inf:  # also refuses NaN
         raise ValueError(f"must be greater than 0, got {value}")
     return value
 
@@ -103,6 +104,7 @@ class BrokerConfig:
     timeout: float = 15.0
     max_clients: int = 10_000
     max_rooms_per_client: int = 100
+    hwm: int = 100_000  # messages queued per client before the broker drops (then gap-fills)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "wait": _positive,
     "max_clients": _count,
     "max_rooms_per_client": _count,
+    "hwm": _count,
     "history": _history,
     "nick": _protocol_check(check_nick),
     "room": _protocol_check(normalize_room),
@@ -208,6 +211,8 @@ def _read_table(path: Path, section: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: the file is not UTF-8") from None
     for key in data:
         if key not in ("broker", "client"):
             raise ConfigError(

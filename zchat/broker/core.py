@@ -172,7 +172,7 @@ class BrokerCore:
             self._next_beat = now + self.config.heartbeat
             out.append(Publish(m.Beat(self._beat, now)))
         deadline = now - self.config.timeout
-        for session in [s for s in self._by_token.values() if s.last_seen < deadline]:
+        for session in [s for s in self._by_token.values() if s.last_seen <= deadline]:
             self._end(session, "timed out", now, out)
         return out
 
@@ -202,7 +202,8 @@ class BrokerCore:
         if isinstance(req, m.Say):
             self._say(s, req, now, out)
         elif isinstance(req, m.Ping):
-            out.append(Send(s.peer, m.Pong(req.rid, now, self._beat)))
+            heads = [m.Head(r, self.store.last(_room_log(r))) for r in sorted(s.rooms)]
+            out.append(Send(s.peer, m.Pong(req.rid, now, self._beat, heads)))
         elif isinstance(req, m.Join):
             self._join(s, req, now, out)
         elif isinstance(req, m.Leave):
@@ -218,17 +219,17 @@ class BrokerCore:
             self._topic(s, req, now, out)
         elif isinstance(req, m.Who):
             room = self._rooms.get(req.room)
-            members = sorted((x.nick for x in room.members), key=str.lower) if room else []
-            out.append(Send(s.peer, m.Names(req.rid, req.room, members)))
+            members, more = _fit_names(_nicks(room), _LIST_BUDGET)
+            out.append(Send(s.peer, m.Names(req.rid, req.room, members, more)))
         elif isinstance(req, m.Rooms):
-            listed = sorted(self._rooms.values(), key=lambda r: r.name)
-            infos = [
-                m.RoomInfo(r.name, len(r.members), r.topic)
-                for r in listed[: self.config.limits.max_listed_rooms]
-            ]
-            out.append(Send(s.peer, m.RoomList(req.rid, infos)))
+            out.append(Send(s.peer, self._room_list(req.rid)))
         elif isinstance(req, m.History):
             self._history(s, req, out)
+        elif isinstance(req, m.Seen):
+            log = _inbox(s.nick)
+            cursor = max(self._cursor(s.nick), min(req.seq, self.store.last(log)))
+            self.store.set_state(log, str(cursor).encode())
+            out.append(Send(s.peer, m.Ok(req.rid)))
         elif isinstance(req, m.Bye):
             peer = s.peer
             self._end(s, f"quit: {req.reason}" if req.reason else "quit", now, out)
@@ -291,16 +292,12 @@ class BrokerCore:
             self._event(req.room, "join", s.nick, "", now, out)
             out.append(Show(f"+ {s.nick} joined #{req.room}"))
         assert room is not None  # a member's room always exists
-        history = self._read(req.room, 0, req.history, before=True)
+        history = _fit_events(self._read(req.room, 0, req.history, before=True), newest=True)
+        members, more = _fit_names(_nicks(room), _LIST_BUDGET // 4)
+        last = self.store.last(_room_log(req.room))
         out.append(
-            Send(
-                s.peer,
-                m.Joined(
-                    req.rid, req.room, room.topic, sorted(x.nick for x in room.members),
-                    self.store.last(_room_log(req.room)), history,
-                ),
-            )
-        )  # fmt: skip
+            Send(s.peer, m.Joined(req.rid, req.room, room.topic, members, last, history, more))
+        )
 
     def _part(self, s: Session, name: str, reason: str, now: float, out: list[Effect]) -> None:
         s.rooms.discard(name)
@@ -338,35 +335,32 @@ class BrokerCore:
         known = target is not None or self.store.get_state(_inbox(req.to)) is not None
         if not known:
             raise ProtocolError("no_such_nick", f"nobody is called {req.to}")
-        dm = m.Dm(req.id, s.nick, target.nick if target else req.to, req.text, now, req.action)
-        stored = self.store.append(_inbox(req.to), req.id, s.nick, _pack_dm(dm))
+        to = target.nick if target else req.to
+        body = msgpack.packb((req.id, s.nick, to, req.text, now, req.action))
+        stored = self.store.append(_inbox(req.to), req.id, s.nick, body)
         if stored.duplicate:
             self.counters.duplicates += 1
         else:
             self.counters.dms += 1
-            online = target is not None
-            out.append(Show(f"{s.nick} -> {dm.to} (DM{'' if online else ', stored'})"))
+            out.append(Show(f"{s.nick} -> {to} (DM{'' if target else ', stored'})"))
             if target is not None:
+                dm = m.Dm(req.id, s.nick, to, req.text, now, req.action, stored.seq)
                 out.append(Send(target.peer, dm))
-                self._set_cursor(target.nick, stored.seq)
         out.append(Send(s.peer, m.Ack(req.rid, req.id, stored.seq, stored.duplicate)))
 
     def _deliver_inbox(self, s: Session, now: float, out: list[Effect]) -> None:
-        """Send the DMs that arrived while ``s.nick`` was away (§6.6), each once."""
+        """Send the DMs not yet SEEN by ``s.nick`` (§6.6); they stay until confirmed."""
         log = _inbox(s.nick)
-        raw = self.store.get_state(log)
-        cursor = int(raw) if raw else 0
-        if raw is None:
-            self._set_cursor(s.nick, self.store.last(log))  # the nick is now known
+        if self.store.get_state(log) is None:  # first login: the nick is now known
+            self.store.set_state(log, str(self.store.last(log)).encode())
             return
-        pending = self.store.read(log, cursor, MAX_HISTORY)
-        for entry in pending:
-            out.append(Send(s.peer, _unpack_dm(entry.body)))
-        if pending:
-            self._set_cursor(s.nick, pending[-1].seq)
+        for entry in self.store.read(log, self._cursor(s.nick), MAX_HISTORY):
+            msg_id, sender, to, text, ts, action = msgpack.unpackb(entry.body)
+            out.append(Send(s.peer, m.Dm(msg_id, sender, to, text, ts, action, entry.seq)))
 
-    def _set_cursor(self, nick: str, seq: int) -> None:
-        self.store.set_state(_inbox(nick), str(seq).encode())
+    def _cursor(self, nick: str) -> int:
+        raw = self.store.get_state(_inbox(nick))
+        return int(raw) if raw else 0
 
     def _nick(self, s: Session, req: m.Nick, now: float, out: list[Effect]) -> None:
         old, new = s.nick, req.nick
@@ -395,11 +389,23 @@ class BrokerCore:
             out.append(Show(f"* {s.nick} set the topic of #{req.room}: {topic}"))
         out.append(Send(s.peer, m.TopicIs(req.rid, req.room, topic)))
 
+    def _room_list(self, rid: int) -> m.RoomList:
+        budget = _LIST_BUDGET
+        infos: list[m.RoomInfo] = []
+        for room in sorted(self._rooms.values(), key=lambda r: r.name):
+            budget -= len(room.name) + len(room.topic.encode()) + 16
+            if budget < 0 or len(infos) == self.config.limits.max_listed_rooms:
+                break
+            infos.append(m.RoomInfo(room.name, len(room.members), room.topic))
+        return m.RoomList(rid, infos, len(self._rooms) - len(infos))
+
     def _history(self, s: Session, req: m.History, out: list[Effect]) -> None:
         if req.after:
             events = self._read(req.room, req.after, req.limit, before=False)
+            events = _fit_events(events, newest=False)
         else:
             events = self._read(req.room, req.before, req.limit, before=True)
+            events = _fit_events(events, newest=True)
         last = self.store.last(_room_log(req.room))
         out.append(Send(s.peer, m.Events(req.rid, req.room, events, last)))
 
@@ -439,10 +445,32 @@ class BrokerCore:
         return raw.decode() if raw else ""
 
 
-def _pack_dm(dm: m.Dm) -> bytes:
-    body: bytes = msgpack.packb((dm.id, dm.sender, dm.to, dm.text, dm.ts, dm.action))
-    return body
+#: Bytes of names or events one reply may carry, well under MAX_BODY_BYTES.
+_LIST_BUDGET = 48 * 1024
 
 
-def _unpack_dm(body: bytes) -> m.Dm:
-    return m.Dm(*msgpack.unpackb(body))
+def _nicks(room: Room | None) -> list[str]:
+    return sorted((x.nick for x in room.members), key=str.lower) if room else []
+
+
+def _fit_names(names: list[str], budget: int) -> tuple[list[str], int]:
+    """As many names as fit in ``budget`` bytes, and how many were left out."""
+    for i, name in enumerate(names):
+        budget -= len(name) + 2
+        if budget < 0:
+            return names[:i], len(names) - i
+    return names, 0
+
+
+def _fit_events(events: list[m.Event], newest: bool) -> list[m.Event]:
+    """A contiguous run of ``events`` that fits _LIST_BUDGET: the newest ones
+    (``newest``) or the oldest ones. Never empty if ``events`` is not."""
+    budget = _LIST_BUDGET
+    order = reversed(events) if newest else iter(events)
+    kept: list[m.Event] = []
+    for ev in order:
+        budget -= len(ev.text.encode()) + len(ev.nick) + len(ev.room) + len(ev.id) + 64
+        if budget < 0 and kept:
+            break
+        kept.append(ev)
+    return kept[::-1] if newest else kept

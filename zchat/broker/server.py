@@ -63,6 +63,7 @@ class BrokerServer:
         heartbeat: float = 5.0,
         timeout: float = 15.0,
         limits: Limits | None = None,
+        hwm: int = HWM,
         quiet: bool = False,
         out: TextIO | None = None,
         clock: Callable[[], float] = time.time,
@@ -80,8 +81,8 @@ class BrokerServer:
             # Options first: they only apply to later bind() calls.
             for sock in (self.router, self.xpub):
                 sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.SNDHWM, HWM)
-                sock.setsockopt(zmq.RCVHWM, HWM)
+                sock.setsockopt(zmq.SNDHWM, hwm)
+                sock.setsockopt(zmq.RCVHWM, hwm)
                 sock.setsockopt(zmq.BACKLOG, 4096)
             self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self.router.setsockopt(zmq.ROUTER_HANDOVER, 0)

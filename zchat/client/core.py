@@ -32,7 +32,7 @@ from zchat.client.events import (
 )
 from zchat.protocol import ProtocolError
 from zchat.protocol import messages as m
-from zchat.protocol.rules import MAX_HISTORY, nick_key, normalize_room
+from zchat.protocol.rules import MAX_HISTORY, check_topic, nick_key, normalize_room
 
 # ----------------------------------------------------------------- actions
 
@@ -102,6 +102,7 @@ class RoomView:
     last: int = 0  # seq of the last event shown
     joined: bool = False  # JOINED received for the current connection
     fetching: bool = False  # a HISTORY(after=last) is in flight
+    acked: int = 0  # the highest seq the broker gave a message of ours
     buffer: dict[int, m.Event] = field(default_factory=dict)  # seq -> event, not yet shown
 
 
@@ -147,9 +148,14 @@ class ClientCore:
         self._new_token = new_token
         self._rid = 0
         self._pending: dict[int, _Pending] = {}
-        self._inflight: set[str] = set()  # outbox ids sent on this connection
+        # Outbox ids not yet sent on this connection, in order. Kept apart from
+        # the outbox so a flush walks only what may still go, not every
+        # message in flight.
+        self._unsent: OrderedDict[str, None] = OrderedDict()
         self._later: list[Callable[[int], m.Request]] = []  # asked for before connected
         self._retry = 2.0  # seconds before a HELLO is tried again; doubles to 32
+        # Ids of DMs shown lately: an unconfirmed DM comes again after a reconnect.
+        self._dm_ids: OrderedDict[str, None] = OrderedDict()
         self._syncs: dict[str, list[str]] = {}  # sync token -> rooms waiting to JOIN
         self._last_rx = 0.0  # when the DEALER last heard from the broker
         self._last_beat_rx = 0.0  # when the SUB last heard a BEAT
@@ -164,7 +170,7 @@ class ClientCore:
         """The transport (re)created its DEALER: say HELLO, resuming if we can."""
         self.state = "connecting"
         self._pending.clear()
-        self._inflight.clear()
+        self._unsent = OrderedDict.fromkeys(self.outbox)
         self._bye_sent = False
         self._syncs.clear()
         self._last_rx = self._last_beat_rx = self._last_tx = now
@@ -184,6 +190,7 @@ class ClientCore:
             and not self._syncs
             and not self._later
             and not any(p.show for p in self._pending.values())
+            and all(v.last >= v.acked for v in self.rooms.values() if v.joined)
         )
 
     def tick(self, now: float) -> list[Action]:
@@ -263,13 +270,18 @@ class ClientCore:
             return [Output(Problem(exc.text))]
         if room not in self.rooms:
             return [Output(Problem(f"you are not in #{room}"))]
-        del self.rooms[room]
+        view = self.rooms.pop(room)
         if self.current == room:
             self.current = next(iter(self.rooms), None)
         actions: list[Action] = [Unsubscribe(m.room_topic(room))]
-        if self.state == "ready":
+        # Still syncing: no JOIN went out, so there is nothing to leave. Not
+        # connected: the resumed WELCOME lists the room and we leave it then.
+        if self.state == "ready" and (view.joined or self._join_in_flight(room)):
             actions.append(self._request(m.Leave(self._next_rid(), room), now))
         return actions
+
+    def _join_in_flight(self, room: str) -> bool:
+        return any(isinstance(p.msg, m.Join) and p.msg.room == room for p in self._pending.values())
 
     def _cmd_msg(self, rest: str, now: float) -> list[Action]:
         to, _, text = rest.partition(" ")
@@ -338,6 +350,10 @@ class ClientCore:
 
     def _quit(self, reason: str, now: float) -> list[Action]:
         """Leave once every queued message is acknowledged (bounded by quit_wait)."""
+        try:
+            reason = check_topic(reason[:300])
+        except ProtocolError:
+            reason = ""  # a reason is a courtesy; never a reason not to leave
         if not self.quitting:
             self.quitting = True
             self._quit_by = now + self.quit_wait
@@ -345,10 +361,12 @@ class ClientCore:
         return self._maybe_bye(now)
 
     def _maybe_bye(self, now: float) -> list[Action]:
-        if not self.quitting or self._bye_sent or not self.idle:
+        if not self.quitting or self._bye_sent:
             return []
-        if self.state != "ready":
-            return [Quit(0)]  # no session to end, nothing unsent
+        if self.state != "ready":  # no session to end; quit unless input still waits
+            return [] if self.outbox or self._later else [Quit(0)]
+        if not self.idle:
+            return []
         self._bye_sent = True
         return [self._request(m.Bye(self._next_rid(), self._quit_reason), now)]
 
@@ -364,6 +382,7 @@ class ClientCore:
         except ProtocolError as exc:
             return [Output(Problem(exc.text))]
         self.outbox[msg.id] = msg
+        self._unsent[msg.id] = None
         return self._flush_outbox(now)
 
     def _flush_outbox(self, now: float) -> list[Action]:
@@ -375,17 +394,14 @@ class ClientCore:
         if self.state != "ready":
             return []
         actions: list[Action] = []
-        for msg_id, queued in self.outbox.items():
-            if msg_id in self._inflight:
-                continue
+        for msg_id in list(self._unsent):
+            queued = self.outbox[msg_id]
             if isinstance(queued, m.Say):
                 view = self.rooms.get(queued.room)
                 if view is not None and not view.joined:
                     continue
-            fresh = _with_rid(queued, self._next_rid())
-            self.outbox[msg_id] = fresh
-            self._inflight.add(msg_id)
-            actions.append(self._request(fresh, now))
+            del self._unsent[msg_id]
+            actions.append(self._request(_with_rid(queued, self._next_rid()), now))
         return actions
 
     def _simple(self, build: Callable[[int], m.Request], now: float) -> list[Action]:
@@ -418,7 +434,7 @@ class ClientCore:
 
     def _on_direct(self, msg: m.Reply | m.Push, now: float) -> list[Action]:
         if isinstance(msg, m.Dm):
-            return [Output(DirectLine(msg.sender, msg.to, msg.text, msg.ts, msg.action, False))]
+            return self._on_dm(msg, now)
         assert isinstance(msg, m.Reply)
         pending = self._pending.pop(msg.rid, None)
         if pending is None:
@@ -434,24 +450,41 @@ class ClientCore:
             return self._on_events(msg, pending.show, now)
         if isinstance(msg, m.Ack):
             sent = self.outbox.pop(msg.id, None)
-            self._inflight.discard(msg.id)
+            self._unsent.pop(msg.id, None)
             shown: list[Action] = []
+            view = self.rooms.get(sent.room) if isinstance(sent, m.Say) else None
+            if view is not None:
+                # Our own line comes back on the SUB; a duplicate was published
+                # before a reconnect and may have been missed: fetch it.
+                view.acked = max(view.acked, msg.seq)
+                if msg.dup and view.joined:
+                    shown += self._advance(view, msg.seq, now)
             if isinstance(sent, m.Tell):
                 shown.append(
                     Output(DirectLine(self.nick, sent.to, sent.text, now, sent.action, True))
                 )
             return shown
         if isinstance(msg, m.Pong):
-            return []
+            actions: list[Action] = []
+            for head in msg.heads:  # events lost at the tail of a burst (§6.7)
+                view = self.rooms.get(head.room)
+                if view is not None and view.joined and head.last > view.last:
+                    actions += self._advance(view, head.last, now)
+            return actions
         if isinstance(msg, m.Names):
-            return [Output(Info(f"#{msg.room}: {', '.join(msg.members) or 'nobody'}"))]
+            names = ", ".join(msg.members) or "nobody"
+            more = f" and {msg.more} more" if msg.more else ""
+            return [Output(Info(f"#{msg.room}: {names}{more}"))]
         if isinstance(msg, m.RoomList):
             if not msg.rooms:
                 return [Output(Info("no rooms yet: /join one"))]
-            return [
+            lines: list[Action] = [
                 Output(Info(f"#{r.name} ({r.members})" + (f" - {r.topic}" if r.topic else "")))
                 for r in msg.rooms
             ]
+            if msg.more:
+                lines.append(Output(Info(f"... and {msg.more} more rooms")))
+            return lines
         if isinstance(msg, m.TopicIs):
             if isinstance(req, m.Topic) and req.topic is not None:
                 return []  # the topic event in the room shows the change
@@ -468,6 +501,10 @@ class ClientCore:
 
     def on_broadcast(self, msg: m.Broadcast, now: float) -> list[Action]:
         """A message received on the SUB socket."""
+        actions = self._on_broadcast(msg, now)
+        return actions + self._maybe_bye(now) if self.quitting else actions
+
+    def _on_broadcast(self, msg: m.Broadcast, now: float) -> list[Action]:
         if isinstance(msg, m.Event):
             return self._on_event(msg, now)
         if isinstance(msg, m.Beat):
@@ -483,10 +520,22 @@ class ClientCore:
                 if room in self.rooms:
                     history = 0 if self.rooms[room].last else self.history
                     actions.append(self._request(m.Join(self._next_rid(), room, history), now))
-            return actions
+            return actions + self._flush_later(now) + self._flush_outbox(now)
         if isinstance(msg, m.Shutdown):
             return self._lost(f"the broker is going away ({msg.reason})", now)
         return []
+
+    def _on_dm(self, dm: m.Dm, now: float) -> list[Action]:
+        """Show a DM once, and confirm it so the broker stops delivering it (§6.6)."""
+        actions: list[Action] = []
+        if dm.id not in self._dm_ids:
+            self._dm_ids[dm.id] = None
+            if len(self._dm_ids) > 1000:
+                self._dm_ids.popitem(last=False)
+            actions.append(Output(DirectLine(dm.sender, dm.to, dm.text, dm.ts, dm.action, False)))
+        if dm.seq:
+            actions.append(self._request(m.Seen(self._next_rid(), dm.seq), now, show=False))
+        return actions
 
     def _on_welcome(self, msg: m.Welcome, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -494,10 +543,10 @@ class ClientCore:
             # A reset or replaced store: our positions mean nothing there.
             actions.append(Output(Problem("the broker's history was reset; positions start over")))
             for view in self.rooms.values():
-                view.last = 0
+                view.last = view.acked = 0
         self.epoch, self.session, self.nick = msg.epoch, msg.session, msg.nick
         self.heartbeat, self.timeout = msg.heartbeat, msg.timeout
-        self._last_beat_rx = 0.0
+        self._last_beat_rx = now  # BEATs must start within `timeout`, or the SUB is dead
         self.state = "ready"
         actions.append(Output(StateChange("connected", f"connected as {msg.nick}")))
         pub = msg.pub
@@ -509,6 +558,8 @@ class ClientCore:
         actions.append(Subscribe(m.CONTROL_TOPIC))
         self._retry = 2.0
         actions += self._start_joins(list(self.rooms), now)
+        for gone in sorted(set(msg.rooms) - set(self.rooms)):  # left while disconnected
+            actions.append(self._request(m.Leave(self._next_rid(), gone), now, show=False))
         actions += self._flush_later(now)
         return actions + self._flush_outbox(now)  # resent in order; the broker dedupes by id
 
@@ -524,15 +575,16 @@ class ClientCore:
 
     def _on_joined(self, msg: m.Joined, now: float) -> list[Action]:
         view = self.rooms.get(msg.room)
-        if view is None:
-            return []  # left again before the reply came
+        if view is None:  # left again before the reply came
+            return self._flush_later(now) + self._flush_outbox(now)
         actions: list[Action] = []
         if not view.last:
-            actions.append(Output(Info(f"joined #{msg.room} ({len(msg.members)} here)")))
+            here = len(msg.members) + msg.more
+            actions.append(Output(Info(f"joined #{msg.room} ({here} here)")))
             if msg.topic:
                 actions.append(Output(Info(f"topic of #{msg.room}: {msg.topic}")))
             for ev in msg.history:
-                actions += self._show(view, ev)
+                actions += self._show(view, ev, history=True)
             view.last = max(view.last, msg.last)
         view.joined = True
         view.buffer = {s: e for s, e in view.buffer.items() if s > view.last}
@@ -584,9 +636,9 @@ class ClientCore:
             actions.append(self._request(fetch, now, show=False))
         return actions
 
-    def _show(self, view: RoomView, ev: m.Event) -> list[Action]:
+    def _show(self, view: RoomView, ev: m.Event, history: bool = False) -> list[Action]:
         view.last = max(view.last, ev.seq)
-        return [Output(_to_ui(ev, self.nick, history=False))]
+        return [Output(_to_ui(ev, self.nick, history))]
 
     def _on_error(self, req: m.Request, err: m.Error, now: float) -> list[Action]:
         if isinstance(req, m.Hello):
@@ -596,12 +648,13 @@ class ClientCore:
             return [Output(Problem(f"{err.code}: {err.text}")), Reconnect(err.code)]
         if isinstance(req, (m.Say, m.Tell)):
             self.outbox.pop(req.id, None)
-            self._inflight.discard(req.id)
+            self._unsent.pop(req.id, None)
             return [Output(Problem(f"{err.code}: {err.text}"))]
         if isinstance(req, m.Bye):
             return [Quit(0)]
         problem: list[Action] = [Output(Problem(f"{err.code}: {err.text}"))]
         if isinstance(req, m.Join):
+            problem.append(Unsubscribe(m.room_topic(req.room)))
             self.rooms.pop(req.room, None)
             if self.current == req.room:
                 self.current = next(iter(self.rooms), None)

@@ -13,6 +13,8 @@ import time
 import unicodedata
 from dataclasses import dataclass
 
+from zchat.protocol.rules import ALLOWED_FORMAT
+
 
 def safe(text: str) -> str:
     """Replace control and invisible formatting characters with visible escapes."""
@@ -20,10 +22,15 @@ def safe(text: str) -> str:
         return text
     out = []
     for ch in text:
-        if ch.isprintable() or ch == " ":
-            out.append(ch)
+        if ch.isprintable() or ch == " " or (ch in ALLOWED_FORMAT and ch != "\t"):
+            out.append(ch)  # ZWJ/ZWNJ join emoji and scripts; they move no cursor
         elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"):
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+            code = ord(ch)
+            out.append(
+                f"\\x{code:02x}" if code < 0x100
+                else f"\\u{code:04x}" if code < 0x10000
+                else f"\\U{code:08x}"
+            )  # fmt: skip
         else:
             out.append(" ")  # other separators (e.g. U+3000) are blanks
     return "".join(out)

@@ -158,19 +158,29 @@ def _unpack(body: bytes) -> dict[Any, Any]:
     if len(body) > MAX_BODY_BYTES:
         raise ProtocolError("too_long", f"body of {len(body)} bytes; limit {MAX_BODY_BYTES}")
     try:
-        raw = msgpack.unpackb(
-            body,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-        )
+        raw = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
     except UnicodeDecodeError:
-        raise ProtocolError("bad_utf8", "a string in the body is not valid UTF-8") from None
+        rid = _rid_of(body)
+        raise ProtocolError("bad_utf8", "a string in the body is not valid UTF-8", rid) from None
     except ValueError:  # ExtraData, FormatError, StackError and friends
         raise ProtocolError("bad_frame", "body is not one MessagePack value") from None
     if type(raw) is not dict:
         raise ProtocolError("bad_frame", "body is not a MessagePack map")
     return raw
+
+
+def _valid_rid(rid: Any) -> int | None:
+    return rid if type(rid) is int and 0 <= rid < 2**53 else None
+
+
+def _rid_of(body: bytes) -> int | None:
+    """Best effort, on the error path only: the rid of a body we are rejecting,
+    so the error reply can still be matched to its request."""
+    try:
+        raw = msgpack.unpackb(body, raw=False, strict_map_key=True, unicode_errors="replace")
+    except Exception:  # anything at all: the caller is raising its own error
+        return None
+    return _valid_rid(raw.get("rid")) if type(raw) is dict else None
 
 
 def _decode(
@@ -180,11 +190,14 @@ def _decode(
         raise ProtocolError("bad_frame", f"expected 3 frames, got {len(frames)}")
     first, kind, body = (bytes(f) for f in frames)
     if head is not None and first != head:
-        raise ProtocolError("bad_version", f"expected protocol {head.decode()}, got {first[:20]!r}")
+        raise ProtocolError(
+            "bad_version",
+            f"expected protocol {head.decode()}, got {first[:20]!r}",
+            _rid_of(body) if len(body) <= MAX_BODY_BYTES else None,
+        )
     entry = registry.get(kind)
     raw = _unpack(body)
-    rid = raw.get("rid")
-    rid = rid if type(rid) is int and 0 <= rid < 2**53 else None
+    rid = _valid_rid(raw.get("rid"))
     if entry is None:
         raise ProtocolError("unknown_type", f"unknown message type {kind[:20]!r}", rid)
     cls, fields = entry

@@ -269,6 +269,19 @@ class History(Request):
 
 
 @dataclass(frozen=True, slots=True)
+class Seen(Request):
+    """The client has shown every DM in its inbox up to ``seq`` (§6.6)."""
+
+    TYPE: ClassVar[bytes] = b"SEEN"
+    rid: int
+    seq: int
+
+    def __post_init__(self) -> None:
+        _check_rid(self.rid)
+        _check_count("seq", self.seq, _MAX_RID)
+
+
+@dataclass(frozen=True, slots=True)
 class Ping(Request):
     """Liveness probe; any request also counts as one (§6.7)."""
 
@@ -338,6 +351,7 @@ class Joined(Reply):
     members: list[str]
     last: int
     history: list[Event] = field(default_factory=list)
+    more: int = 0  # members not listed, to keep the reply under the body limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +371,7 @@ class Names(Reply):
     rid: int
     room: str
     members: list[str]
+    more: int = 0  # members not listed, to keep the reply under the body limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +379,7 @@ class RoomList(Reply):
     TYPE: ClassVar[bytes] = b"ROOMLIST"
     rid: int
     rooms: list[RoomInfo]
+    more: int = 0  # rooms not listed, to keep the reply under the body limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,13 +402,25 @@ class Events(Reply):
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    """The latest seq of a room."""
+
+    room: str
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
 class Pong(Reply):
-    """Answer to PING with the broker's clock and its latest heartbeat number."""
+    """Answer to PING: the broker's clock, its latest heartbeat number and the
+    latest seq of every room the session is in, so a client notices events it
+    lost at the tail of a burst, when no later event would show the gap (§6.7).
+    """
 
     TYPE: ClassVar[bytes] = b"PONG"
     rid: int
     time: float
     beat: int
+    heads: list[Head] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,7 +442,12 @@ class Error(Reply):
 
 @dataclass(frozen=True, slots=True)
 class Dm(Push):
-    """A direct message, delivered only to its sender's and recipient's DEALER (§6.6)."""
+    """A direct message, delivered only to its recipient's DEALER (§6.6).
+
+    ``seq`` is its position in the recipient's inbox; the client confirms it
+    with SEEN, and whatever is unconfirmed is delivered again at the next
+    HELLO (the client drops repeats by ``id``).
+    """
 
     TYPE: ClassVar[bytes] = b"DM"
     id: str
@@ -423,6 +456,7 @@ class Dm(Push):
     text: str
     ts: float
     action: bool = False
+    seq: int = 0
 
 
 # ----------------------------------------------------------------- broadcasts
@@ -481,7 +515,7 @@ class Synced(Broadcast):
 
 
 REQUESTS: tuple[type[Request], ...] = (
-    Hello, Join, Leave, Say, Tell, Nick, Topic, Who, Rooms, History, Ping, Bye,
+    Hello, Join, Leave, Say, Tell, Nick, Topic, Who, Rooms, History, Seen, Ping, Bye,
 )  # fmt: skip
 FROM_BROKER: tuple[type[Message], ...] = (
     Welcome, Ok, Joined, Ack, Names, RoomList, TopicIs, Events, Pong, Error, Dm,

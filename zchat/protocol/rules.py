@@ -64,10 +64,16 @@ def normalize_room(room: str) -> str:
 # surrogateescape'd stdin) cannot be encoded as UTF-8, so a message holding one
 # could be built but never sent. Tab is fine.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# Format characters that real text needs: ZWNJ and ZWJ (Persian and Indic
+# scripts, emoji such as 👩‍💻) and the tag characters of subdivision flags.
+ALLOWED_FORMAT = frozenset({"\t", "\u200c", "\u200d"} | {chr(c) for c in range(0xE0020, 0xE0080)})
 
 
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) in _FORBIDDEN_CATEGORIES and ch != "\t" for ch in text)
+    return any(
+        unicodedata.category(ch) in _FORBIDDEN_CATEGORIES and ch not in ALLOWED_FORMAT
+        for ch in text
+    )
 
 
 def check_text(text: str) -> str:

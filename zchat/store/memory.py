@@ -20,7 +20,11 @@ class _Log:
 
 
 class MemoryStore(Store):
-    """Keeps the newest ``keep`` entries of each log (and their ids for dedupe)."""
+    """Keeps the newest ``keep`` entries of each log (and their ids for dedupe).
+
+    ``batch()`` groups nothing and cannot roll back: this store is for unit
+    tests and throwaway brokers, where a failed batch ends the process anyway.
+    """
 
     def __init__(self, keep: int = 10_000) -> None:
         self.epoch = uuid.uuid4().hex

@@ -41,10 +41,13 @@ class SQLiteStore(Store):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self.epoch = self._open_schema()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store {self.path}: {exc}") from None
-        except OSError as exc:
-            raise StoreError(f"store {self.path}: {exc.strerror or exc}") from None
+        except (sqlite3.DatabaseError, OSError, StoreError) as exc:
+            if hasattr(self, "_db"):
+                self._db.close()
+            if isinstance(exc, StoreError):
+                raise
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise StoreError(f"store {self.path}: {why}") from None
         self._last: dict[str, int] = {}
         self._depth = 0
 
@@ -65,8 +68,8 @@ class SQLiteStore(Store):
         if "meta" not in tables:
             raise StoreError(f"store {self.path}: not a zchat store (no meta table)")
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        version = int(meta.get("schema", "0"))
-        if version != SCHEMA_VERSION:
+        version = meta.get("schema", "none")
+        if version != str(SCHEMA_VERSION):
             raise StoreError(
                 f"store {self.path}: schema version {version}, this zchat reads "
                 f"version {SCHEMA_VERSION}; upgrade zchat or use another --store"
