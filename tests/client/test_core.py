@@ -1,0 +1,1257 @@
+"""The pure client core: typed lines and broker messages in, actions out.
+
+No sockets and no clock: every call gets an explicit ``now``, message ids and
+sync tokens come from counters. The handshake follows docs/protocol.md §6.1
+(HELLO/WELCOME) and §5.2 (subscribe, prove it with SYNCED, then JOIN).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zchat.client.core import (
+    HELP,
+    Action,
+    ClientCore,
+    ConnectSub,
+    Output,
+    Quit,
+    Reconnect,
+    Request,
+    Subscribe,
+    Unsubscribe,
+)
+from zchat.client.events import (
+    Chat,
+    DirectLine,
+    Info,
+    Problem,
+    RoomNotice,
+    StateChange,
+    UiEvent,
+)
+from zchat.protocol import messages as m
+
+EP = "tcp://127.0.0.1:5555"
+PUB = "tcp://127.0.0.1:7000"
+T0 = 1_000.0  # not 0.0: the core uses 0.0 to mean "never heard a BEAT"
+HEARTBEAT = 5.0
+TIMEOUT = 15.0
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def counter(prefix: str) -> Callable[[], str]:
+    numbers = itertools.count(1)
+    return lambda: f"{prefix}{next(numbers)}"
+
+
+def make_core(room: str | None = "lobby", nick: str = "alice", **kwargs: object) -> ClientCore:
+    return ClientCore(nick, room, new_id=counter("m"), new_token=counter("t"), **kwargs)  # type: ignore[arg-type]
+
+
+def reqs(actions: Iterable[Action]) -> list[m.Request]:
+    return [a.msg for a in actions if isinstance(a, Request)]
+
+
+def shown(actions: Iterable[Action]) -> list[UiEvent]:
+    return [a.event for a in actions if isinstance(a, Output)]
+
+
+def chat_texts(actions: Iterable[Action]) -> list[str]:
+    return [e.text for e in shown(actions) if isinstance(e, Chat)]
+
+
+R = TypeVar("R", bound=m.Request)
+
+
+def the(actions: Iterable[Action], cls: type[R]) -> R:
+    """The one request of type ``cls`` among ``actions``."""
+    found = [r for r in reqs(actions) if isinstance(r, cls)]
+    assert len(found) == 1, f"expected one {cls.__name__}, got {found}"
+    return found[0]
+
+
+def none_of(actions: Iterable[Action], cls: type[m.Request]) -> bool:
+    return not any(isinstance(r, cls) for r in reqs(actions))
+
+
+def welcome(
+    rid: int,
+    *,
+    nick: str = "alice",
+    session: str = "s1",
+    pub: str = PUB,
+    epoch: str = "e1",
+    resumed: bool = False,
+    rooms: Iterable[str] = (),
+) -> m.Welcome:
+    return m.Welcome(rid, nick, session, pub, epoch, T0, HEARTBEAT, TIMEOUT, resumed, list(rooms))
+
+
+def event(
+    seq: int, room: str = "lobby", nick: str = "bob", text: str | None = None, kind: str = "msg"
+) -> m.Event:
+    body = f"line {seq}" if text is None else text
+    return m.Event(room, seq, kind, nick, body, T0 + seq, f"{room}-{seq}")
+
+
+def own_line(say: m.Say, seq: int) -> m.Event:
+    """The EVENT the broker publishes for our ``say`` (§6.3)."""
+    return m.Event(say.room, seq, "action" if say.action else "msg", "alice", say.text, T0, say.id)
+
+
+def joined(
+    join: m.Join,
+    last: int = 0,
+    history: Iterable[m.Event] = (),
+    members: Iterable[str] = ("alice", "bob"),
+    topic: str = "",
+) -> m.Joined:
+    return m.Joined(join.rid, join.room, topic, list(members), last, list(history))
+
+
+def connect(core: ClientCore, now: float = T0) -> m.Hello:
+    actions = core.connecting(EP, now)
+    first = actions[0]
+    assert isinstance(first, Output)
+    assert isinstance(first.event, StateChange)
+    assert first.event.state == "connecting"
+    return the(actions, m.Hello)
+
+
+def sync(core: ClientCore, actions: list[Action], now: float) -> list[Action]:
+    """Answer the sync subscription in ``actions`` with its SYNCED (§5.2)."""
+    topics = [a.topic for a in actions if isinstance(a, Subscribe) and a.topic.startswith(b"~")]
+    assert len(topics) == 1, actions
+    token = topics[0][1:-1].decode("ascii")
+    out = core.on_broadcast(m.Synced(token), now)
+    assert out[0] == Unsubscribe(topics[0])
+    return out
+
+
+def handshake(
+    core: ClientCore,
+    now: float = T0,
+    *,
+    last: int = 0,
+    history: Iterable[m.Event] = (),
+    topic: str = "",
+    **welcome_args: object,
+) -> list[Action]:
+    """HELLO -> WELCOME -> SUB setup -> SYNCED -> JOIN -> JOINED for every room.
+
+    Returns the actions that followed the JOINED replies (history shown,
+    held messages sent, deferred commands sent).
+    """
+    hello = connect(core, now)
+    rooms = list(core.rooms)
+    actions = core.on_direct(welcome(hello.rid, **welcome_args), now)  # type: ignore[arg-type]
+    setup = [a for a in actions if not isinstance(a, Output | Request)]
+    pub = str(welcome_args.get("pub", PUB))
+    if pub.startswith("tcp://*:"):
+        pub = f"tcp://{core.host}:{pub.rsplit(':', 1)[1]}"
+    expected: list[Action] = [ConnectSub(pub), Subscribe(m.CONTROL_TOPIC)]
+    expected += [Subscribe(m.room_topic(r)) for r in rooms]
+    assert setup[: len(expected)] == expected
+    assert core.state == "ready"
+    if not rooms:
+        assert len(setup) == len(expected)
+        return actions
+    synced = sync(core, actions, now)
+    joins = [r for r in reqs(synced) if isinstance(r, m.Join)]
+    assert [j.room for j in joins] == rooms
+    out: list[Action] = []
+    for join in joins:
+        out += core.on_direct(joined(join, last, history, topic=topic), now)
+    return out
+
+
+def ready(room: str | None = "lobby", **kwargs: object) -> ClientCore:
+    core = make_core(room, **kwargs)
+    handshake(core)
+    return core
+
+
+def lines(actions: Iterable[Action]) -> list[str]:
+    return [e.plain() for e in shown(actions)]
+
+
+# ---------------------------------------------------------------- handshake
+
+
+def test_handshake_step_by_step() -> None:
+    """§6.1 + §5.2: HELLO, WELCOME, subscribe, SYNCED, then JOIN and JOINED."""
+    core = make_core()
+    actions = core.connecting(EP, T0)
+    assert actions == [
+        Output(StateChange("connecting", f"connecting to {EP} ...")),
+        Request(m.Hello(1, "alice", "")),
+    ]
+    assert not core.idle
+
+    actions = core.on_direct(welcome(1), T0)
+    assert [a for a in actions if not isinstance(a, Output)] == [
+        ConnectSub(PUB),
+        Subscribe(m.CONTROL_TOPIC),
+        Subscribe(m.room_topic("lobby")),
+        Subscribe(m.sync_topic("t1")),
+    ]
+    assert isinstance(shown(actions)[0], StateChange)
+    assert core.state == "ready"
+    assert (core.session, core.epoch) == ("s1", "e1")
+
+    actions = core.on_broadcast(m.Synced("t1"), T0)
+    assert actions == [Unsubscribe(m.sync_topic("t1")), Request(m.Join(2, "lobby", 20))]
+
+    actions = core.on_direct(m.Joined(2, "lobby", "welcome all", ["alice", "bob"], 0, []), T0)
+    assert lines(actions) == ["-- joined #lobby (2 here)", "-- topic of #lobby: welcome all"]
+    assert reqs(actions) == []
+    assert core.rooms["lobby"].joined
+    assert core.idle
+
+
+def test_join_history_size_comes_from_the_constructor() -> None:
+    core = make_core(history=7)
+    hello = connect(core)
+    synced = sync(core, core.on_direct(welcome(hello.rid), T0), T0)
+    assert the(synced, m.Join).history == 7
+
+
+def test_wildcard_pub_host_becomes_the_host_we_connected_to() -> None:
+    """§6.1: ``tcp://*:7000`` means "the host you reached the broker on"."""
+    core = make_core()
+    core.host = "chat.example.org"
+    hello = connect(core)
+    actions = core.on_direct(welcome(hello.rid, pub="tcp://*:7000"), T0)
+    assert ConnectSub("tcp://chat.example.org:7000") in actions
+    assert core.pub == "tcp://chat.example.org:7000"
+
+
+def test_concrete_pub_endpoint_is_used_as_is() -> None:
+    core = make_core()
+    core.host = "chat.example.org"
+    hello = connect(core)
+    actions = core.on_direct(welcome(hello.rid, pub="tcp://10.0.0.9:7001"), T0)
+    assert ConnectSub("tcp://10.0.0.9:7001") in actions
+
+
+def test_no_room_means_no_sync_and_nothing_to_join() -> None:
+    core = make_core(room=None)
+    actions = handshake(core)
+    assert not any(isinstance(a, Subscribe) and a.topic.startswith(b"~") for a in actions)
+    assert core.idle
+
+
+def test_synced_with_an_unknown_token_is_ignored() -> None:
+    core = ready()
+    assert core.on_broadcast(m.Synced("nobodys"), T0) == []
+
+
+def test_welcome_takes_the_nick_and_timers_the_broker_gives() -> None:
+    core = make_core(nick="Alice")
+    hello = connect(core)
+    msg = m.Welcome(hello.rid, "Alice", "s9", PUB, "e1", T0, 2.0, 6.0)
+    core.on_direct(msg, T0)
+    assert (core.nick, core.heartbeat, core.timeout) == ("Alice", 2.0, 6.0)
+
+
+# ---------------------------------------------------------------- saying
+
+
+def test_plain_text_is_a_say_to_the_current_room_kept_until_ack() -> None:
+    core = ready()
+    actions = core.command("hello there", T0 + 1)
+    say = the(actions, m.Say)
+    assert (say.room, say.id, say.text, say.action) == ("lobby", "m1", "hello there", False)
+    assert list(core.outbox) == ["m1"]
+    assert not core.idle
+
+    # The ACK settles the outbox; the room's EVENT shows the line.
+    assert core.on_direct(m.Ack(say.rid, "m1", 1), T0 + 1) == []
+    assert core.outbox == {}
+    assert not core.idle  # our own line has not come back on the SUB yet
+    own = core.on_broadcast(event(1, nick="alice", text="hello there"), T0 + 1)
+    assert chat_texts(own) == ["hello there"]
+    assert core.idle
+
+
+def test_duplicate_ack_fetches_an_own_line_we_may_have_missed() -> None:
+    """A dup ACK means the line was published before, maybe while we were away."""
+    core = ready()
+    say = the(core.command("again", T0), m.Say)
+    actions = core.on_direct(m.Ack(say.rid, say.id, 1, dup=True), T0)
+    fetch = the(actions, m.History)
+    assert (fetch.room, fetch.after, fetch.limit) == ("lobby", 0, 1)
+    filled = core.on_direct(m.Events(fetch.rid, "lobby", [own_line(say, 1)], 1), T0)
+    assert chat_texts(filled) == ["again"]
+    assert core.idle
+
+
+def test_duplicate_ack_for_a_line_already_shown_fetches_nothing() -> None:
+    core = ready()
+    say = the(core.command("again", T0), m.Say)
+    core.on_broadcast(own_line(say, 1), T0)
+    assert core.on_direct(m.Ack(say.rid, say.id, 1, dup=True), T0) == []
+    assert core.idle
+
+
+def test_a_line_ending_is_stripped_and_blank_lines_ignored() -> None:
+    core = ready()
+    assert the(core.command("hi\r\n", T0), m.Say).text == "hi"
+    assert core.command("   ", T0) == []
+    assert core.command("\n", T0) == []
+
+
+def test_double_slash_sends_a_line_starting_with_slash() -> None:
+    core = ready()
+    assert the(core.command("//etc/hosts is a file", T0), m.Say).text == "/etc/hosts is a file"
+
+
+def test_me_is_an_action_say() -> None:
+    core = ready()
+    say = the(core.command("/me waves", T0), m.Say)
+    assert (say.text, say.action, say.room) == ("waves", True, "lobby")
+
+
+def test_say_without_a_room_is_a_problem() -> None:
+    core = ready(room=None)
+    actions = core.command("anyone?", T0)
+    assert len(actions) == 1
+    assert isinstance(shown(actions)[0], Problem)
+    assert core.outbox == {}
+
+
+def test_say_with_control_characters_is_refused_locally() -> None:
+    core = ready()
+    actions = core.command("evil \x1b[2J", T0)
+    assert [type(e) for e in shown(actions)] == [Problem]
+    assert reqs(actions) == []
+    assert core.outbox == {}
+
+
+def test_say_typed_before_joined_is_held_then_sent_in_order() -> None:
+    """§6.3: a line waits for its room's JOINED, and lines keep their order."""
+    core = make_core()
+    hello = connect(core)
+    assert core.command("one", T0) == []  # not connected yet
+    actions = core.on_direct(welcome(hello.rid), T0)
+    assert none_of(actions, m.Say)
+    assert core.command("two", T0) == []  # connected, but not in the room yet
+    synced = sync(core, actions, T0)
+    assert none_of(synced, m.Say)
+    assert core.command("three", T0) == []  # JOIN in flight
+    after = core.on_direct(joined(the(synced, m.Join), last=0), T0)
+    says = [r for r in reqs(after) if isinstance(r, m.Say)]
+    assert [(s.id, s.text) for s in says] == [("m1", "one"), ("m2", "two"), ("m3", "three")]
+    assert len({s.rid for s in says}) == 3
+    assert list(core.outbox) == ["m1", "m2", "m3"]
+
+
+def test_say_for_a_second_room_waits_for_that_rooms_join() -> None:
+    core = ready()
+    join_actions = core.command("/join dev", T0)
+    assert core.current == "dev"
+    assert core.command("in dev", T0) == []
+    synced = sync(core, join_actions, T0)
+    after = core.on_direct(joined(the(synced, m.Join)), T0)
+    say = the(after, m.Say)
+    assert (say.room, say.text) == ("dev", "in dev")
+
+
+# ----------------------------------------------------------------- quitting
+
+
+@pytest.mark.parametrize("line", ["exit", "  exit  ", "/quit", "/QUIT"])
+def test_quit_sends_bye_and_ok_quits_zero(line: str) -> None:
+    core = ready()
+    bye = the(core.command(line, T0), m.Bye)
+    assert core.on_direct(m.Ok(bye.rid), T0) == [Quit(0)]
+
+
+def test_quit_reason_goes_in_bye() -> None:
+    core = ready()
+    assert the(core.command("/quit gone fishing", T0), m.Bye).reason == "gone fishing"
+
+
+def test_exit_with_more_words_is_just_chat() -> None:
+    core = ready()
+    assert the(core.command("exit now", T0), m.Say).text == "exit now"
+
+
+def test_bye_waits_until_the_outbox_is_empty() -> None:
+    core = ready()
+    first = the(core.command("one", T0), m.Say)
+    second = the(core.command("two", T0), m.Say)
+    assert core.command("exit", T0) == []
+    # Own lines published first, acks after.
+    assert none_of(core.on_broadcast(own_line(first, 1), T0), m.Bye)
+    assert none_of(core.on_broadcast(own_line(second, 2), T0), m.Bye)
+    assert core.on_direct(m.Ack(first.rid, first.id, 1), T0) == []
+    bye = the(core.on_direct(m.Ack(second.rid, second.id, 2), T0), m.Bye)
+    assert core.on_direct(m.Ok(bye.rid), T0) == [Quit(0)]
+
+
+def test_bye_waits_for_own_lines_acked_before_they_are_seen() -> None:
+    """The SUB may lag the DEALER: BYE waits until our acked lines are shown."""
+    core = ready()
+    first = the(core.command("one", T0), m.Say)
+    second = the(core.command("two", T0), m.Say)
+    assert core.command("exit", T0) == []
+    assert core.on_direct(m.Ack(first.rid, first.id, 1), T0) == []
+    assert core.on_direct(m.Ack(second.rid, second.id, 2), T0) == []
+    assert none_of(core.on_broadcast(own_line(first, 1), T0), m.Bye)
+    bye = the(core.on_broadcast(own_line(second, 2), T0), m.Bye)
+    assert core.on_direct(m.Ok(bye.rid), T0) == [Quit(0)]
+
+
+def test_quit_typed_before_connecting_sends_held_lines_first() -> None:
+    core = make_core()
+    hello = connect(core)
+    assert core.command("last words", T0) == []
+    assert core.command("/quit", T0) == []
+    actions = core.on_direct(welcome(hello.rid), T0)
+    assert none_of(actions, m.Bye)
+    synced = sync(core, actions, T0)
+    after = core.on_direct(joined(the(synced, m.Join)), T0)
+    say = the(after, m.Say)
+    assert none_of(after, m.Bye)
+    core.on_broadcast(own_line(say, 1), T0)
+    bye = the(core.on_direct(m.Ack(say.rid, say.id, 1), T0), m.Bye)
+    assert core.on_direct(m.Ok(bye.rid), T0) == [Quit(0)]
+
+
+def test_unacknowledged_message_gives_up_at_quit_wait() -> None:
+    core = ready(quit_wait=10.0)
+    the(core.command("never acked", T0), m.Say)
+    assert core.command("exit", T0) == []
+    for t in (T0 + 3, T0 + 6, T0 + 9.99):
+        assert not any(isinstance(a, Quit) for a in core.tick(t))
+        core.on_direct(m.Pong(999, t, 1), t)  # the broker is alive, just not acking
+    actions = core.tick(T0 + 10)
+    assert actions[-1] == Quit(1)
+    problem = shown(actions)[0]
+    assert isinstance(problem, Problem)
+    assert "1 message(s) were not acknowledged" in problem.text
+
+
+def test_unanswered_bye_gives_up_at_quit_wait() -> None:
+    core = ready(quit_wait=4.0)
+    the(core.command("/quit", T0), m.Bye)
+    actions = core.tick(T0 + 4)
+    assert actions[-1] == Quit(1)
+
+
+def test_next_deadline_includes_the_quit_deadline() -> None:
+    core = ready(quit_wait=2.0)
+    the(core.command("pending", T0), m.Say)
+    core.command("exit", T0)
+    assert core.next_deadline() == T0 + 2.0
+
+
+def test_exit_while_still_connecting_with_nothing_unsent_quits_at_once() -> None:
+    """Nothing to send and no session yet: leaving need not wait for the broker.
+
+    BUG: the HELLO in flight counts as "not idle", so the client waits the
+    whole quit_wait and then says "no answer to BYE" (no BYE was ever sent)
+    and exits 1; the ``state != "ready" -> Quit(0)`` branch is unreachable.
+    """
+    core = make_core()
+    connect(core)
+    assert core.command("exit", T0) == [Quit(0)]
+
+
+def test_quit_reason_with_control_characters_never_raises() -> None:
+    """BUG: ``/quit`` + a reason with an ESC raises ProtocolError out of command().
+
+    The reason goes into Bye() unchecked; it should be refused (or cleaned)
+    with a Problem line like any other bad input.
+    """
+    core = ready()
+    actions = core.command("/quit bye\x1b[2J", T0)
+    assert all(isinstance(a, Output | Request | Quit) for a in actions)
+
+
+def test_quit_reason_with_control_characters_typed_while_connecting() -> None:
+    """BUG (same cause): the bad BYE is built later, inside on_direct(JOINED),
+    where the exception escapes into the transport's reader task."""
+    core = make_core()
+    hello = connect(core)
+    core.command("/quit bye\x1b[2J", T0)
+    actions = core.on_direct(welcome(hello.rid), T0)
+    synced = sync(core, actions, T0)
+    core.on_direct(joined(the(synced, m.Join)), T0)
+
+
+# ------------------------------------------------------------ room events
+
+
+def test_join_history_is_shown_in_order() -> None:
+    core = make_core()
+    history = [event(3, text="c"), event(4, text="d"), event(5, text="e")]
+    after = handshake(core, last=5, history=history)
+    assert chat_texts(after) == ["c", "d", "e"]
+    assert core.rooms["lobby"].last == 5
+    assert reqs(after) == []  # nothing missing: no gap fetch
+
+
+def test_join_history_is_marked_as_history() -> None:
+    """Backlog shown on JOIN is old, like /history output; only live events are new.
+
+    BUG (probable): ``_on_joined`` shows the backlog through ``_show`` which
+    sets ``Chat.history=False``, so ``--json`` bots cannot tell the backlog
+    replayed on every join from new messages (``/history`` marks them True).
+    """
+    core = make_core()
+    after = handshake(core, last=2, history=[event(1), event(2)])
+    chats = [e for e in shown(after) if isinstance(e, Chat)]
+    assert [c.history for c in chats] == [True, True]
+
+
+def test_live_events_buffered_while_joining_are_merged_by_seq() -> None:
+    """§6.2: live events at or below JOINED.last are already in history."""
+    core = make_core()
+    hello = connect(core)
+    synced = sync(core, core.on_direct(welcome(hello.rid), T0), T0)
+    join = the(synced, m.Join)
+    # Subscribed before JOIN, so these arrive first; out of order on purpose.
+    for seq in (6, 4, 5, 7):
+        assert core.on_broadcast(event(seq), T0) == []
+    after = core.on_direct(joined(join, last=5, history=[event(4), event(5)]), T0)
+    assert chat_texts(after) == ["line 4", "line 5", "line 6", "line 7"]
+    assert reqs(after) == []
+    assert core.rooms["lobby"].last == 7
+    assert core.rooms["lobby"].buffer == {}
+
+
+def test_buffered_events_beyond_a_hole_trigger_a_fetch_after_join() -> None:
+    core = make_core()
+    hello = connect(core)
+    synced = sync(core, core.on_direct(welcome(hello.rid), T0), T0)
+    core.on_broadcast(event(8), T0)
+    after = core.on_direct(joined(the(synced, m.Join), last=5, history=[event(5)]), T0)
+    assert chat_texts(after) == ["line 5"]
+    fetch = the(after, m.History)
+    assert (fetch.room, fetch.after, fetch.limit) == ("lobby", 5, 3)
+
+
+def test_live_events_in_order_are_shown_once() -> None:
+    core = ready()
+    assert chat_texts(core.on_broadcast(event(1), T0)) == ["line 1"]
+    assert chat_texts(core.on_broadcast(event(2), T0)) == ["line 2"]
+    assert core.on_broadcast(event(2), T0) == []  # duplicate
+    assert core.on_broadcast(event(1), T0) == []  # old
+    assert core.rooms["lobby"].last == 2
+    assert core.rooms["lobby"].buffer == {}  # nothing stale kept around
+
+
+def test_gap_fetches_history_and_fills_in_order() -> None:
+    """§6.4: seq 5 after 3 means 4 is missing: fetch after=3, show 4, 5."""
+    core = make_core()
+    handshake(core, last=3, history=[event(1), event(2), event(3)])
+    actions = core.on_broadcast(event(5), T0 + 1)
+    assert shown(actions) == []
+    fetch = the(actions, m.History)
+    assert (fetch.room, fetch.after, fetch.limit) == ("lobby", 3, 2)
+    assert core.idle  # a background fetch does not hold up quitting
+    # Another live event during the fetch: buffered, no second fetch.
+    assert core.on_broadcast(event(6), T0 + 1) == []
+    reply = m.Events(fetch.rid, "lobby", [event(4), event(5)], 5)
+    after = core.on_direct(reply, T0 + 1)
+    assert chat_texts(after) == ["line 4", "line 5", "line 6"]
+    assert reqs(after) == []
+    assert core.on_broadcast(event(5), T0 + 1) == []
+    assert core.on_broadcast(event(4), T0 + 1) == []
+    assert chat_texts(core.on_broadcast(event(7), T0 + 1)) == ["line 7"]
+
+
+def test_gap_filled_by_a_late_live_event_is_not_shown_twice() -> None:
+    core = make_core()
+    handshake(core, last=3, history=[event(3)])
+    fetch = the(core.on_broadcast(event(5), T0), m.History)
+    assert chat_texts(core.on_broadcast(event(4), T0)) == ["line 4", "line 5"]
+    after = core.on_direct(m.Events(fetch.rid, "lobby", [event(4), event(5)], 5), T0)
+    assert shown(after) == []
+    assert reqs(after) == []
+
+
+def test_gap_fetch_that_comes_back_short_fetches_again() -> None:
+    core = make_core()
+    handshake(core, last=1, history=[event(1)])
+    fetch = the(core.on_broadcast(event(4), T0), m.History)
+    after = core.on_direct(m.Events(fetch.rid, "lobby", [event(2)], 4), T0)
+    assert chat_texts(after) == ["line 2"]
+    again = the(after, m.History)
+    assert again.after == 2
+    final = core.on_direct(m.Events(again.rid, "lobby", [event(3), event(4)], 4), T0)
+    assert chat_texts(final) == ["line 3", "line 4"]
+
+
+def test_gap_trimmed_from_the_log_is_reported_then_skipped() -> None:
+    core = make_core()
+    handshake(core, last=3, history=[event(3)])
+    fetch = the(core.on_broadcast(event(12), T0), m.History)
+    after = core.on_direct(m.Events(fetch.rid, "lobby", [event(10), event(11)], 12), T0)
+    problem = shown(after)[0]
+    assert isinstance(problem, Problem)
+    assert "6 older event(s)" in problem.text
+    assert chat_texts(after) == ["line 10", "line 11", "line 12"]
+
+
+def test_events_of_a_room_not_joined_are_ignored() -> None:
+    core = ready()
+    assert core.on_broadcast(event(1, room="elsewhere"), T0) == []
+    assert "elsewhere" not in core.rooms
+
+
+def test_room_notices_and_mentions() -> None:
+    core = ready()
+    notices = core.on_broadcast(event(1, kind="join", text=""), T0)
+    notice = shown(notices)[0]
+    assert isinstance(notice, RoomNotice)
+    assert (notice.kind, notice.nick, notice.room, notice.seq) == ("join", "bob", "lobby", 1)
+    mention = shown(core.on_broadcast(event(2, text="hey Alice, look"), T0))[0]
+    assert isinstance(mention, Chat)
+    assert mention.mention
+    own = shown(core.on_broadcast(event(3, nick="alice", text="alice here"), T0))[0]
+    assert isinstance(own, Chat)
+    assert not own.mention
+    plain = shown(core.on_broadcast(event(4, text="nothing"), T0))[0]
+    assert isinstance(plain, Chat)
+    assert not plain.mention
+
+
+def test_action_event_is_an_action_chat() -> None:
+    core = ready()
+    line = shown(core.on_broadcast(event(1, kind="action", text="waves"), T0))[0]
+    assert isinstance(line, Chat)
+    assert line.action
+
+
+# --------------------------------------------------------------- joining
+
+
+def test_join_normalises_the_room_name() -> None:
+    core = ready()
+    actions = core.command("/join #Dev", T0)
+    assert core.current == "dev"
+    assert "dev" in core.rooms
+    assert actions == [Subscribe(m.room_topic("dev")), Subscribe(m.sync_topic("t2"))]
+    synced = core.on_broadcast(m.Synced("t2"), T0)
+    join = the(synced, m.Join)
+    assert (join.room, join.history) == ("dev", 20)
+    after = core.on_direct(joined(join, members=["alice"]), T0)
+    assert lines(after) == ["-- joined #dev (1 here)"]
+
+
+def test_join_before_connecting_is_done_with_the_others() -> None:
+    core = make_core()
+    hello = connect(core)
+    assert core.command("/join dev", T0) == []
+    actions = core.on_direct(welcome(hello.rid), T0)
+    assert Subscribe(m.room_topic("lobby")) in actions
+    assert Subscribe(m.room_topic("dev")) in actions
+    synced = sync(core, actions, T0)
+    assert [j.room for j in reqs(synced) if isinstance(j, m.Join)] == ["lobby", "dev"]
+
+
+def test_join_a_room_already_joined_switches_to_it() -> None:
+    core = ready()
+    core.current = None
+    actions = core.command("/join LOBBY", T0)
+    assert lines(actions) == ["-- now talking in #lobby"]
+    assert core.current == "lobby"
+
+
+def test_switch_between_joined_rooms() -> None:
+    core = ready()
+    sync(core, core.command("/join dev", T0), T0)
+    assert lines(core.command("/switch #lobby", T0)) == ["-- now talking in #lobby"]
+    assert core.current == "lobby"
+    assert the(core.command("hi", T0), m.Say).room == "lobby"
+
+
+def test_join_error_drops_the_room() -> None:
+    core = ready()
+    synced = sync(core, core.command("/join dev", T0), T0)
+    join = the(synced, m.Join)
+    actions = core.on_direct(m.Error(join.rid, "too_many_rooms", "enough"), T0)
+    assert lines(actions) == ["!! too_many_rooms: enough"]
+    assert "dev" not in core.rooms
+    assert core.current == "lobby"
+
+
+def test_leave_unsubscribes_and_sends_leave() -> None:
+    core = ready()
+    actions = core.command("/leave", T0)
+    assert actions[0] == Unsubscribe(m.room_topic("lobby"))
+    leave = the(actions, m.Leave)
+    assert leave.room == "lobby"
+    assert core.current is None
+    assert "lobby" not in core.rooms
+    assert lines(core.on_direct(m.Ok(leave.rid), T0)) == ["-- you left #lobby"]
+    assert core.on_broadcast(event(1), T0) == []  # its events are ignored now
+
+
+def test_leave_named_room_keeps_the_current_one() -> None:
+    core = ready()
+    sync(core, core.command("/join dev", T0), T0)
+    core.command("/switch lobby", T0)
+    actions = core.command("/leave #Dev", T0)
+    assert the(actions, m.Leave).room == "dev"
+    assert core.current == "lobby"
+
+
+# -------------------------------------------------------- direct messages
+
+
+def test_msg_sends_tell_and_ack_shows_an_outgoing_line() -> None:
+    core = ready()
+    tell = the(core.command("/msg bob see you at 5", T0), m.Tell)
+    assert (tell.to, tell.id, tell.text) == ("bob", "m1", "see you at 5")
+    assert list(core.outbox) == ["m1"]
+    actions = core.on_direct(m.Ack(tell.rid, "m1", 1), T0 + 2)
+    assert shown(actions) == [DirectLine("alice", "bob", "see you at 5", T0 + 2, False, True)]
+    assert core.outbox == {}
+
+
+def test_incoming_dm_is_shown() -> None:
+    core = ready()
+    actions = core.on_direct(m.Dm("x1", "bob", "alice", "psst", T0, False), T0)
+    assert shown(actions) == [DirectLine("bob", "alice", "psst", T0, False, False)]
+
+
+def test_dm_while_connecting_is_shown_too() -> None:
+    core = make_core()
+    connect(core)
+    actions = core.on_direct(m.Dm("x1", "bob", "alice", "early", T0, True), T0)
+    assert shown(actions) == [DirectLine("bob", "alice", "early", T0, True, False)]
+
+
+def test_tell_is_not_held_back_by_a_pending_join() -> None:
+    core = make_core()
+    hello = connect(core)
+    core.command("/msg bob hi", T0)
+    actions = core.on_direct(welcome(hello.rid), T0)
+    assert the(actions, m.Tell).text == "hi"
+
+
+# --------------------------------------------------- other commands, replies
+
+
+def test_nick_change() -> None:
+    core = ready()
+    nick = the(core.command("/nick bob2", T0), m.Nick)
+    assert nick.nick == "bob2"
+    assert lines(core.on_direct(m.Ok(nick.rid), T0)) == ["-- you are now bob2"]
+    assert core.nick == "bob2"
+
+
+def test_nick_taken_on_change_is_one_problem_and_keeps_the_nick() -> None:
+    core = ready()
+    nick = the(core.command("/nick bob", T0), m.Nick)
+    actions = core.on_direct(m.Error(nick.rid, "nick_taken", "bob is taken"), T0)
+    assert lines(actions) == ["!! nick_taken: bob is taken"]
+    assert core.nick == "alice"
+
+
+def test_who_in_current_and_named_room() -> None:
+    core = ready()
+    who = the(core.command("/who", T0), m.Who)
+    assert who.room == "lobby"
+    actions = core.on_direct(m.Names(who.rid, "lobby", ["alice", "bob"]), T0)
+    assert lines(actions) == ["-- #lobby: alice, bob"]
+    assert the(core.command("/who #Ops", T0), m.Who).room == "ops"
+
+
+def test_rooms_list() -> None:
+    core = ready()
+    rooms = the(core.command("/rooms", T0), m.Rooms)
+    listing = [m.RoomInfo("lobby", 2, "hi"), m.RoomInfo("dev", 1, "")]
+    actions = core.on_direct(m.RoomList(rooms.rid, listing), T0)
+    assert lines(actions) == ["-- #lobby (2) - hi", "-- #dev (1)"]
+    rooms = the(core.command("/rooms", T0), m.Rooms)
+    assert lines(core.on_direct(m.RoomList(rooms.rid, []), T0)) == ["-- no rooms yet: /join one"]
+
+
+def test_topic_read_and_set() -> None:
+    core = ready()
+    read = the(core.command("/topic", T0), m.Topic)
+    assert (read.room, read.topic) == ("lobby", None)
+    assert lines(core.on_direct(m.TopicIs(read.rid, "lobby", "fun"), T0)) == [
+        "-- topic of #lobby: fun"
+    ]
+    write = the(core.command("/topic release on friday", T0), m.Topic)
+    assert write.topic == "release on friday"
+    # The topic EVENT in the room announces the change; the reply adds nothing.
+    assert core.on_direct(m.TopicIs(write.rid, "lobby", "release on friday"), T0) == []
+
+
+def test_history_command_shows_events_as_history() -> None:
+    core = ready()
+    hist = the(core.command("/history 5", T0), m.History)
+    assert (hist.room, hist.limit, hist.after) == ("lobby", 5, 0)
+    actions = core.on_direct(m.Events(hist.rid, "lobby", [event(1), event(2)], 2), T0)
+    chats = [e for e in shown(actions) if isinstance(e, Chat)]
+    assert [c.text for c in chats] == ["line 1", "line 2"]
+    assert all(c.history for c in chats)
+    hist = the(core.command("/history", T0), m.History)
+    assert lines(core.on_direct(m.Events(hist.rid, "lobby", [], 0), T0)) == [
+        "-- no history in #lobby"
+    ]
+
+
+def test_help_lists_every_command() -> None:
+    core = ready()
+    actions = core.command("/help", T0)
+    events = shown(actions)
+    assert len(actions) == len(HELP) + 1
+    assert all(isinstance(e, Info) for e in events)
+
+
+def test_help_for_one_command_is_one_line() -> None:
+    core = ready()
+    assert shown(core.command("/help join", T0)) == [Info(HELP["join"])]
+    assert shown(core.command("/help /JOIN", T0)) == [Info(HELP["join"])]
+
+
+def test_error_reply_to_a_command_is_one_problem() -> None:
+    core = ready()
+    who = the(core.command("/who nowhere", T0), m.Who)
+    actions = core.on_direct(m.Error(who.rid, "no_such_room", "no room nowhere"), T0)
+    assert lines(actions) == ["!! no_such_room: no room nowhere"]
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        ("/bogus", Problem),
+        ("/", Problem),
+        ("/help bogus", Problem),
+        ("/help join", Info),
+        ("/join", Problem),
+        ("/join a b", Problem),
+        ("/join bad!name", Problem),
+        ("/leave nowhere", Problem),
+        ("/leave bad!name", Problem),
+        ("/msg", Problem),
+        ("/msg bob", Problem),
+        ("/msg bob    ", Problem),
+        ("/msg b@d hello", Problem),
+        ("/me", Problem),
+        ("/nick", Problem),
+        ("/nick a b", Problem),
+        ("/nick -bad", Problem),
+        ("/who bad!room", Problem),
+        ("/switch", Problem),
+        ("/switch nowhere", Problem),
+        ("/history lots", Problem),
+        ("/topic " + "x" * 301, Problem),
+        ("/topic bad\x07", Problem),
+        ("/me rings \x07", Problem),
+    ],
+)
+def test_bad_or_local_commands_give_exactly_one_line(line: str, kind: type) -> None:
+    core = ready()
+    actions = core.command(line, T0)
+    assert len(actions) == 1, actions
+    assert isinstance(actions[0], Output)
+    assert isinstance(actions[0].event, kind)
+    assert core.outbox == {}
+
+
+def test_commands_needing_a_room_without_one() -> None:
+    core = ready(room=None)
+    for line in ("/who", "/topic", "/history", "/leave", "/me waves"):
+        actions = core.command(line, T0)
+        assert [type(e) for e in shown(actions)] == [Problem], line
+        assert reqs(actions) == [], line
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(exclude_categories=()), max_size=40))
+def test_no_typed_line_raises(text: str) -> None:
+    """Whatever is typed, command() answers with actions, never an exception."""
+    core = ready()
+    for line in (text, "/" + text, "/join " + text, "/msg bob " + text, "/nick " + text):
+        if line.split(" ", 1)[0].lower() in ("/quit",):
+            continue  # /quit with a bad reason: see the dedicated test above
+        actions = core.command(line, T0)
+        assert isinstance(actions, list)
+
+
+def test_commands_typed_before_connecting_are_sent_after_the_joins() -> None:
+    core = make_core()
+    hello = connect(core)
+    assert core.command("/who", T0) == []
+    assert core.command("/rooms", T0) == []
+    assert not core.idle
+    actions = core.on_direct(welcome(hello.rid), T0)
+    assert none_of(actions, m.Who)
+    synced = sync(core, actions, T0)
+    assert none_of(synced, m.Who)
+    after = core.on_direct(joined(the(synced, m.Join)), T0)
+    later = [r for r in reqs(after) if isinstance(r, m.Who | m.Rooms)]
+    assert [type(r) for r in later] == [m.Who, m.Rooms]
+    assert later[0].room == "lobby"  # type: ignore[union-attr]
+    assert core.idle is False  # their answers are awaited
+    core.on_direct(m.Names(later[0].rid, "lobby", ["alice"]), T0)
+    core.on_direct(m.RoomList(later[1].rid, []), T0)
+    assert core.idle
+
+
+def test_command_typed_during_a_join_waits_for_it() -> None:
+    core = ready()
+    join_actions = core.command("/join dev", T0)
+    assert core.command("/who", T0) == []
+    synced = sync(core, join_actions, T0)
+    assert none_of(synced, m.Who)
+    after = core.on_direct(joined(the(synced, m.Join)), T0)
+    assert the(after, m.Who).room == "dev"
+
+
+def test_command_deferred_behind_a_join_left_before_synced_is_still_sent() -> None:
+    """BUG: a command queued while a join was syncing is never sent if that
+    room is left before SYNCED: on_broadcast(SYNCED) never flushes the queue,
+    so ``idle`` stays False and /quit only ends by timing out."""
+    core = ready()
+    join_actions = core.command("/join dev", T0)
+    assert core.command("/rooms", T0) == []
+    core.command("/leave dev", T0)
+    actions = sync(core, join_actions, T0)
+    assert the(actions, m.Rooms)
+
+
+def test_command_deferred_behind_a_join_left_before_joined_is_still_sent() -> None:
+    """BUG: the same when the room is left after its JOIN went out: the JOINED
+    of a room no longer in ``rooms`` returns early without flushing."""
+    core = ready()
+    synced = sync(core, core.command("/join dev", T0), T0)
+    join = the(synced, m.Join)
+    assert core.command("/rooms", T0) == []
+    leave = the(core.command("/leave dev", T0), m.Leave)
+    actions = core.on_direct(joined(join), T0)
+    actions += core.on_direct(m.Ok(leave.rid), T0)
+    assert the(actions, m.Rooms)
+
+
+# ---------------------------------------------------------------- heartbeats
+
+
+def test_ping_after_heartbeat_seconds_without_sending() -> None:
+    """§6.7: an idle client pings every heartbeat seconds."""
+    core = ready()
+    assert core.tick(T0 + HEARTBEAT - 0.01) == []
+    ping = the(core.tick(T0 + HEARTBEAT), m.Ping)
+    assert core.idle  # a ping is background traffic
+    assert core.on_direct(m.Pong(ping.rid, T0 + HEARTBEAT, 3), T0 + HEARTBEAT) == []
+    assert core.tick(T0 + HEARTBEAT + 1) == []
+
+
+def test_any_request_resets_the_heartbeat() -> None:
+    core = ready()
+    the(core.command("hi", T0 + 4), m.Say)
+    assert core.tick(T0 + HEARTBEAT) == []
+    assert the(core.tick(T0 + 4 + HEARTBEAT), m.Ping)
+
+
+def test_pong_heads_reveal_events_lost_at_the_tail_of_a_burst() -> None:
+    """§6.7: PONG carries each room's latest seq; a higher one means a fetch."""
+    core = make_core()
+    handshake(core, last=2, history=[event(2)])
+    ping = the(core.tick(T0 + HEARTBEAT), m.Ping)
+    heads = [m.Head("lobby", 4), m.Head("elsewhere", 9)]
+    actions = core.on_direct(m.Pong(ping.rid, T0, 1, heads), T0 + HEARTBEAT)
+    fetch = the(actions, m.History)
+    assert (fetch.room, fetch.after, fetch.limit) == ("lobby", 2, 2)
+    filled = core.on_direct(m.Events(fetch.rid, "lobby", [event(3), event(4)], 4), T0)
+    assert chat_texts(filled) == ["line 3", "line 4"]
+
+
+def test_pong_heads_at_or_below_what_we_showed_fetch_nothing() -> None:
+    core = make_core()
+    handshake(core, last=2, history=[event(2)])
+    ping = the(core.tick(T0 + HEARTBEAT), m.Ping)
+    assert core.on_direct(m.Pong(ping.rid, T0, 1, [m.Head("lobby", 2)]), T0 + HEARTBEAT) == []
+
+
+def test_silent_dealer_means_reconnect_after_timeout() -> None:
+    core = ready()
+    for t in (T0 + 5, T0 + 10, T0 + 15):
+        actions = core.tick(t)
+        assert not any(isinstance(a, Reconnect) for a in actions)
+    actions = core.tick(T0 + TIMEOUT + 0.01)
+    assert isinstance(actions[-1], Reconnect)
+    state = shown(actions)[0]
+    assert isinstance(state, StateChange)
+    assert state.state == "reconnecting"
+    assert core.state == "reconnecting"
+
+
+def test_silent_sub_means_reconnect_after_timeout() -> None:
+    """The DEALER answers but BEATs stopped: the SUB is dead, reconnect."""
+    core = ready()
+    assert core.on_broadcast(m.Beat(1, T0), T0 + 1) == []
+    for t in (T0 + 5, T0 + 10, T0 + 15):
+        ping = the(core.tick(t), m.Ping)
+        core.on_direct(m.Pong(ping.rid, t, 1), t)
+    assert not any(isinstance(a, Reconnect) for a in core.tick(T0 + 1 + TIMEOUT))
+    actions = core.tick(T0 + 1 + TIMEOUT + 0.5)
+    assert isinstance(actions[-1], Reconnect)
+    assert "broadcast" in actions[-1].reason
+
+
+def test_beats_keep_the_sub_alive() -> None:
+    core = ready()
+    for k in range(1, 10):
+        t = T0 + 5 * k
+        core.on_broadcast(m.Beat(k, t), t)
+        for a in core.tick(t):
+            assert not isinstance(a, Reconnect)
+            if isinstance(a, Request):
+                core.on_direct(m.Pong(a.msg.rid, t, k), t)
+
+
+def test_retry_interval_while_connecting_doubles_to_32() -> None:
+    core = make_core()
+    now = T0
+    connect(core, now)
+    for interval in (2.0, 4.0, 8.0, 16.0, 32.0, 32.0, 32.0):
+        assert core.tick(now + interval - 0.01) == []
+        assert core.next_deadline() == now + interval
+        assert core.tick(now + interval) == [Reconnect("no answer yet")]
+        now += interval
+        connect(core, now)  # what the transport does on Reconnect
+
+
+def test_retry_interval_resets_after_welcome() -> None:
+    core = make_core()
+    connect(core, T0)
+    core.tick(T0 + 2)
+    hello = connect(core, T0 + 2)
+    core.tick(T0 + 6)  # now 8s
+    hello = connect(core, T0 + 6)
+    core.on_direct(welcome(hello.rid), T0 + 6)
+    core.on_broadcast(m.Shutdown("restart"), T0 + 7)
+    connect(core, T0 + 7)
+    assert core.tick(T0 + 9) == [Reconnect("no answer yet")]
+
+
+def test_next_deadline_when_ready() -> None:
+    core = ready()
+    assert core.next_deadline() == T0 + HEARTBEAT
+
+
+# ----------------------------------------------------------- reconnecting
+
+
+def test_resume_resends_outbox_with_same_ids_and_fetches_the_gap() -> None:
+    """§6.1, §6.3: a resumed session gets every unacked message again, same
+    ids (the broker dedupes); rooms are rejoined without history and the
+    events missed meanwhile come from a gap fetch."""
+    core = make_core()
+    handshake(core, last=3, history=[event(1), event(2), event(3)])
+    say = the(core.command("are you there?", T0 + 1), m.Say)
+    tell = the(core.command("/msg bob ping", T0 + 1), m.Tell)
+    lost = core.tick(T0 + 1 + TIMEOUT + 1)
+    assert isinstance(lost[-1], Reconnect)
+
+    t = T0 + 20
+    hello = connect(core, t)
+    assert hello.resume == "s1"
+    actions = core.on_direct(welcome(hello.rid, resumed=True, rooms=["lobby"]), t)
+    assert ConnectSub(PUB) in actions  # the transport dropped the SUB with the DEALER
+    assert Subscribe(m.room_topic("lobby")) in actions
+    resent_tell = the(actions, m.Tell)
+    assert (resent_tell.id, resent_tell.text) == (tell.id, "ping")
+    assert resent_tell.rid != tell.rid
+    assert none_of(actions, m.Say)  # waits for the room
+
+    synced = sync(core, actions, t)
+    join = the(synced, m.Join)
+    assert (join.room, join.history) == ("lobby", 0)
+
+    after = core.on_direct(joined(join, last=5), t)
+    assert lines(after) == []  # no second "joined #lobby"
+    fetch = the(after, m.History)
+    assert (fetch.after, fetch.limit) == (3, 2)
+    resent_say = the(after, m.Say)
+    assert (resent_say.id, resent_say.text) == (say.id, say.text)
+    assert list(core.outbox) == [say.id, tell.id]
+
+    filled = core.on_direct(m.Events(fetch.rid, "lobby", [event(4), event(5)], 5), t)
+    assert chat_texts(filled) == ["line 4", "line 5"]
+    assert chat_texts(core.on_broadcast(own_line(say, 6), t)) == [say.text]
+    # A late ack for the first try is from a dead connection: ignored.
+    assert core.on_direct(m.Ack(say.rid, say.id, 6), t) == []
+    assert say.id in core.outbox
+    core.on_direct(m.Ack(resent_say.rid, say.id, 6, dup=True), t)
+    core.on_direct(m.Ack(resent_tell.rid, tell.id, 1, dup=True), t)
+    assert core.outbox == {}
+    assert core.idle
+
+
+def test_rejoin_with_nothing_new_fetches_nothing() -> None:
+    core = make_core()
+    handshake(core, last=3, history=[event(3)])
+    core.on_broadcast(m.Shutdown("restart"), T0 + 1)
+    hello = connect(core, T0 + 2)
+    synced = sync(core, core.on_direct(welcome(hello.rid, resumed=True), T0 + 2), T0 + 2)
+    after = core.on_direct(joined(the(synced, m.Join), last=3), T0 + 2)
+    assert after == []
+
+
+def test_events_buffered_during_rejoin_are_merged_without_duplicates() -> None:
+    core = make_core()
+    handshake(core, last=3, history=[event(3)])
+    core.on_broadcast(m.Shutdown("restart"), T0 + 1)
+    hello = connect(core, T0 + 2)
+    synced = sync(core, core.on_direct(welcome(hello.rid, resumed=True), T0 + 2), T0 + 2)
+    for seq in (3, 4, 5):
+        assert core.on_broadcast(event(seq), T0 + 2) == []
+    after = core.on_direct(joined(the(synced, m.Join), last=4), T0 + 2)
+    assert chat_texts(after) == ["line 4", "line 5"]
+    assert reqs(after) == []
+
+
+def test_welcome_with_a_new_epoch_resets_positions() -> None:
+    """§6.1: another epoch means another history; old seqs mean nothing."""
+    core = make_core()
+    handshake(core, last=40, history=[event(40)])
+    core.on_broadcast(m.Shutdown("restart"), T0 + 1)
+    hello = connect(core, T0 + 2)
+    actions = core.on_direct(welcome(hello.rid, epoch="e2", session="s2"), T0 + 2)
+    problems = [e for e in shown(actions) if isinstance(e, Problem)]
+    assert len(problems) == 1
+    assert "reset" in problems[0].text
+    assert core.rooms["lobby"].last == 0
+    assert core.epoch == "e2"
+    synced = sync(core, actions, T0 + 2)
+    assert the(synced, m.Join).history == 20
+    after = core.on_direct(joined(the(synced, m.Join), last=2, history=[event(1), event(2)]), T0)
+    assert chat_texts(after) == ["line 1", "line 2"]
+
+
+def test_new_epoch_does_not_wait_for_own_lines_of_the_old_history() -> None:
+    """BUG: RoomView.acked survives an epoch reset (only ``last`` is zeroed),
+    so ``idle`` waits for seqs of the old history that will never come back
+    on the SUB: after a store reset, /quit always ends by timing out."""
+    core = make_core()
+    handshake(core, last=39, history=[event(39)])
+    say = the(core.command("before the reset", T0), m.Say)
+    core.on_broadcast(own_line(say, 40), T0)
+    core.on_direct(m.Ack(say.rid, say.id, 40), T0)
+    assert core.idle
+    core.on_broadcast(m.Shutdown("restart"), T0 + 1)
+    hello = connect(core, T0 + 2)
+    actions = core.on_direct(welcome(hello.rid, epoch="e2", session="s2"), T0 + 2)
+    synced = sync(core, actions, T0 + 2)
+    core.on_direct(joined(the(synced, m.Join), last=1, history=[event(1)]), T0 + 2)
+    assert core.idle
+    assert the(core.command("exit", T0 + 2), m.Bye)
+
+
+def test_shutdown_broadcast_means_reconnect() -> None:
+    core = ready()
+    actions = core.on_broadcast(m.Shutdown("maintenance"), T0)
+    assert isinstance(actions[-1], Reconnect)
+    state = shown(actions)[0]
+    assert isinstance(state, StateChange)
+    assert "maintenance" in state.text
+    assert core.state == "reconnecting"
+    assert core.pub == ""
+
+
+def test_nick_taken_on_first_hello_quits_with_2() -> None:
+    core = make_core()
+    hello = connect(core)
+    actions = core.on_direct(m.Error(hello.rid, "nick_taken", "alice is taken"), T0)
+    assert actions[-1] == Quit(2)
+    assert lines(actions) == ["!! nick_taken: alice is taken"]
+
+
+def test_failed_resume_registers_anew() -> None:
+    core = ready()
+    core.on_broadcast(m.Shutdown("restart"), T0 + 1)
+    hello = connect(core, T0 + 2)
+    assert hello.resume == "s1"
+    actions = core.on_direct(m.Error(hello.rid, "no_session", "expired"), T0 + 2)
+    assert isinstance(actions[-1], Reconnect)
+    assert core.session == ""
+    assert connect(core, T0 + 3).resume == ""
+
+
+def test_error_on_say_drops_it_from_the_outbox() -> None:
+    core = ready()
+    say = the(core.command("too fast", T0), m.Say)
+    actions = core.on_direct(m.Error(say.rid, "rate_limited", "slow down"), T0)
+    assert lines(actions) == ["!! rate_limited: slow down"]
+    assert core.outbox == {}
+    assert core.idle
+
+
+def test_error_on_tell_drops_it_from_the_outbox() -> None:
+    core = ready()
+    tell = the(core.command("/msg ghost boo", T0), m.Tell)
+    actions = core.on_direct(m.Error(tell.rid, "no_such_nick", "nobody is called ghost"), T0)
+    assert [type(e) for e in shown(actions)] == [Problem]
+    assert core.outbox == {}
+
+
+def test_reply_for_an_unknown_rid_is_ignored() -> None:
+    core = ready()
+    assert core.on_direct(m.Ok(424242), T0) == []
+    assert core.on_direct(m.Error(0, "bad_request", "garbled"), T0) == []
+
+
+def test_room_left_while_disconnected_is_left_on_resume() -> None:
+    """§6.1: WELCOME.rooms lists the rooms a resumed session is still in.
+
+    BUG: the core ignores WELCOME.rooms, so a room /left while the connection
+    was down (no LEAVE could be sent) stays joined on the broker for good.
+    """
+    core = ready()
+    sync(core, core.command("/join dev", T0), T0)
+    core.on_broadcast(m.Shutdown("restart"), T0 + 1)
+    hello = connect(core, T0 + 2)
+    assert core.command("/leave dev", T0 + 2) == [Unsubscribe(m.room_topic("dev"))]
+    actions = core.on_direct(welcome(hello.rid, resumed=True, rooms=["lobby", "dev"]), T0 + 2)
+    synced = sync(core, actions, T0 + 2)
+    leaves = [r for r in reqs(actions + synced) if isinstance(r, m.Leave)]
+    assert [r.room for r in leaves] == ["dev"]
+
+
+# ----------------------------------------------------------------- idle
+
+
+def test_idle_property() -> None:
+    core = make_core()
+    assert core.idle  # nothing asked yet
+    hello = connect(core)
+    assert not core.idle  # HELLO in flight
+    actions = core.on_direct(welcome(hello.rid), T0)
+    assert not core.idle  # waiting for SYNCED
+    synced = sync(core, actions, T0)
+    assert not core.idle  # JOIN in flight
+    core.on_direct(joined(the(synced, m.Join)), T0)
+    assert core.idle
+    say = the(core.command("hi", T0), m.Say)
+    assert not core.idle
+    core.on_direct(m.Ack(say.rid, say.id, 1), T0)
+    assert not core.idle  # acked, but our line is not back on the SUB yet
+    core.on_broadcast(own_line(say, 1), T0)
+    assert core.idle
+    ping = the(core.tick(T0 + HEARTBEAT), m.Ping)
+    assert core.idle  # background
+    core.on_direct(m.Pong(ping.rid, T0, 1), T0)
+    who = the(core.command("/who", T0), m.Who)
+    assert not core.idle
+    core.on_direct(m.Names(who.rid, "lobby", []), T0)
+    assert core.idle
