@@ -136,13 +136,18 @@ class Proc:
 
 class Broker(Proc):
     def __init__(
-        self, tmp: Path, *extra: str, port: int | None = None, pub_port: int | None = None
-    ):
+        self,
+        tmp: Path,
+        *extra: str,
+        port: int | None = None,
+        pub_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         self.store = tmp / "broker.sqlite3"
         args = ["broker", "--bind", self.endpoint, "--store", str(self.store)]
         if pub_port:
             args += ["--pub", f"tcp://127.0.0.1:{pub_port}"]
-        super().__init__([*args, *extra], stdin=False)
+        super().__init__([*args, *extra], stdin=False, env=env)
         self.wait_for("clients connect to")

@@ -104,7 +104,7 @@ class BrokerConfig:
     timeout: float = 15.0
     max_clients: int = 10_000
     max_rooms_per_client: int = 100
-    hwm: int = 100_000  # messages queued per client before the broker drops (then gap-fills)
+    hwm: int = 100_000  # broadcasts queued per subscriber before drops (clients gap-fill)
 
 
 @dataclass(frozen=True)

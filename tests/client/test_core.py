@@ -1183,9 +1183,22 @@ def test_failed_resume_registers_anew() -> None:
     hello = connect(core, T0 + 2)
     assert hello.resume == "s1"
     actions = core.on_direct(m.Error(hello.rid, "no_session", "expired"), T0 + 2)
-    assert isinstance(actions[-1], Reconnect)
+    assert not any(isinstance(a, Reconnect) for a in actions)  # no tight loop
     assert core.session == ""
-    assert connect(core, T0 + 3).resume == ""
+    assert core.tick(T0 + 3) == []
+    assert any(isinstance(a, Reconnect) for a in core.tick(T0 + 4.1))
+    assert connect(core, T0 + 5).resume == ""
+
+
+def test_not_registered_reconnects_and_keeps_the_message() -> None:
+    """libzmq reconnected the DEALER by itself; the broker sees a stranger (§6.1)."""
+    core = ready()
+    say = the(core.command("are you there", T0), m.Say)
+    actions = core.on_direct(m.Error(say.rid, "not_registered", "say HELLO"), T0)
+    assert any(isinstance(a, Reconnect) for a in actions)
+    assert list(core.outbox) == [say.id]
+    hello = connect(core, T0 + 1)
+    assert hello.resume == "s1"
 
 
 def test_error_on_say_drops_it_from_the_outbox() -> None:
@@ -1255,3 +1268,17 @@ def test_idle_property() -> None:
     assert not core.idle
     core.on_direct(m.Names(who.rid, "lobby", []), T0)
     assert core.idle
+
+
+def test_failed_join_drops_the_messages_held_for_that_room() -> None:
+    """A SAY held for a room whose JOIN fails is not sent anywhere else."""
+    core = ready()
+    actions = core.command("/join dev", T0)
+    assert core.command("for dev only", T0) == []  # held until JOINED
+    join = the(sync(core, actions, T0), m.Join)
+    out = core.on_direct(m.Error(join.rid, "too_many_rooms", "leave one first"), T0)
+    assert none_of(out, m.Say)
+    assert Unsubscribe(m.room_topic("dev")) in out
+    assert "!! 1 message(s) for #dev not sent" in lines(out)
+    assert core.outbox == {}
+    assert core.current == "lobby"

@@ -81,9 +81,12 @@ class BrokerServer:
             # Options first: they only apply to later bind() calls.
             for sock in (self.router, self.xpub):
                 sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.SNDHWM, hwm)
-                sock.setsockopt(zmq.RCVHWM, hwm)
+                sock.setsockopt(zmq.RCVHWM, HWM)
                 sock.setsockopt(zmq.BACKLOG, 4096)
+            # Replies must not be dropped: a client would wait for them. Room
+            # traffic may be, per subscriber: clients recover it by seq (§6.5).
+            self.router.setsockopt(zmq.SNDHWM, HWM)
+            self.xpub.setsockopt(zmq.SNDHWM, hwm)
             self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self.router.setsockopt(zmq.ROUTER_HANDOVER, 0)
             # Headroom over the body limit for the other frames; anything bigger
@@ -122,7 +125,7 @@ class BrokerServer:
         poller.register(self.xpub, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
         try:
-            self._carry_out(self.core.tick(self.clock()))
+            self._tick()
             while not self._stopping:
                 wait = max(0.0, self.core.next_deadline() - self.clock())
                 ready = dict(poller.poll(int(wait * 1000) + 1))
@@ -132,7 +135,7 @@ class BrokerServer:
                     self._drain_xpub()
                 if wake_r.fileno() in ready:
                     _drain_fd(wake_r)
-                self._carry_out(self.core.tick(self.clock()))
+                self._tick()
             self._carry_out(self.core.shutdown("broker stopped"))
         finally:
             for sig, handler in old.items():
@@ -140,6 +143,11 @@ class BrokerServer:
             signal.set_wakeup_fd(old_fd)
             wake_r.close()
             wake_w.close()
+
+    def _tick(self) -> None:
+        with self.store.batch():  # expiries write leave events
+            effects = self.core.tick(self.clock())
+        self._carry_out(effects)
 
     def stop(self) -> None:
         self._stopping = True
@@ -206,7 +214,8 @@ class BrokerServer:
 
     def close(self) -> None:
         self.router.close(linger=0)
-        self.xpub.close(linger=0)
+        # A moment for SHUTDOWN to leave; a stuck subscriber cannot hold us longer.
+        self.xpub.close(linger=250)
         self.ctx.term()
 
 

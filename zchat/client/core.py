@@ -644,8 +644,16 @@ class ClientCore:
         if isinstance(req, m.Hello):
             if err.code == "nick_taken" and not self.session:
                 return [Output(Problem(f"{err.code}: {err.text}")), Quit(2)]
-            self.session = ""  # the broker forgot us; register anew
-            return [Output(Problem(f"{err.code}: {err.text}")), Reconnect(err.code)]
+            # Register anew, after the retry interval (tick), never in a tight loop.
+            self.session = ""
+            return [Output(Problem(f"{err.code}: {err.text}"))]
+        if err.code == "not_registered":
+            # libzmq re-established the DEALER's connection by itself and the
+            # broker sees a new peer: HELLO again, resuming. What was refused
+            # stays in the outbox or is asked again.
+            if self.state != "ready":
+                return []
+            return self._lost("the broker no longer knows this connection", now)
         if isinstance(req, (m.Say, m.Tell)):
             self.outbox.pop(req.id, None)
             self._unsent.pop(req.id, None)
@@ -656,6 +664,14 @@ class ClientCore:
         if isinstance(req, m.Join):
             problem.append(Unsubscribe(m.room_topic(req.room)))
             self.rooms.pop(req.room, None)
+            stuck = [
+                i for i, q in self.outbox.items() if isinstance(q, m.Say) and q.room == req.room
+            ]
+            for msg_id in stuck:
+                del self.outbox[msg_id]
+                self._unsent.pop(msg_id, None)
+            if stuck:
+                problem.append(Output(Problem(f"{len(stuck)} message(s) for #{req.room} not sent")))
             if self.current == req.room:
                 self.current = next(iter(self.rooms), None)
             return problem + self._flush_later(now) + self._flush_outbox(now)

@@ -104,6 +104,9 @@ class Transport:
 
     def _open_dealer(self) -> None:
         self.dealer = self._socket(zmq.DEALER)
+        # No send limit: what waits here is what the user typed (the outbox
+        # holds it anyway), and a full queue would make NOBLOCK sends fail.
+        self.dealer.setsockopt(zmq.SNDHWM, 0)
         self.dealer.connect(self.endpoint)
         self._spawn(self._read_dealer(self.dealer))
         self._apply(self.core.connecting(self.endpoint, self.clock()))

@@ -48,7 +48,8 @@ def normalize_room(room: str) -> str:
     ``dev``, ``#dev`` and ``#Dev`` all name the room ``dev``.
     """
     name = room[1:] if room.startswith("#") else room
-    name = name.lower()
+    # ASCII first: lower() folds some non-ASCII letters (the Kelvin sign) to ASCII.
+    name = name.lower() if name.isascii() else "\x00"
     if not 1 <= len(name) <= MAX_ROOM_CHARS or not _ROOM_RE.match(name):
         raise ProtocolError(
             "bad_room",
