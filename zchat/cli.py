@@ -129,3 +129,35 @@ def send(config_file: str | None, text: str | None, **flags: Any) -> None:
         send_lines(cfg.connect, nick, cfg.room, texts, cfg.wait)
     except SendError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@_config_option
+@click.option("--connect", help="Broker endpoint [tcp://127.0.0.1:5555].")
+@click.option("--timeout", "wait", type=float, help="Seconds to wait for the broker [10].")
+@click.option("--json", "json_mode", is_flag=True, help="One JSON object instead of a table.")
+def stats(config_file: str | None, json_mode: bool, **flags: Any) -> None:
+    """Show a running broker's clients, rooms and traffic counters."""
+    cfg: ClientConfig = _load(ClientConfig, config_file, flags)
+    from zchat.client.oneshot import SendError
+    from zchat.client.oneshot import stats as ask_stats
+
+    try:
+        reply = ask_stats(cfg.connect, cfg.wait)
+    except SendError as exc:
+        raise click.ClickException(str(exc)) from None
+    uptime = max(0.0, reply.time - reply.started)
+    if json_mode:
+        import json
+
+        data = {"uptime": uptime, "clients": reply.clients, "rooms": reply.rooms}
+        data.update({c.name: c.value for c in reply.counters})
+        click.echo(json.dumps(data))
+        return
+    hours, rest = divmod(int(uptime), 3600)
+    click.echo(
+        f"broker at {cfg.connect}: up {hours}h{rest // 60:02d}m{rest % 60:02d}s, "
+        f"{reply.clients} clients, {reply.rooms} rooms"
+    )
+    for c in reply.counters:
+        click.echo(f"  {c.name:<11} {c.value}")

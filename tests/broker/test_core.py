@@ -951,7 +951,7 @@ def test_bad_input_is_answered_never_raised(
             | st.floats()
             | st.text(max_size=20)
             | st.binary(max_size=8)
-            | st.lists(st.integers(), max_size=2),
+            | st.lists(st.integers(-(2**63), 2**64 - 1), max_size=2),
             max_size=5,
         ).map(msgpack.packb),
     ).map(list)
@@ -1172,3 +1172,22 @@ def test_any_sequence_of_requests_keeps_the_invariants(
     assert not any(b"dm secret" in frame for frames in h.wire for frame in frames)
     for room, seq in last.items():
         assert h.store.last("#" + room) == seq
+
+
+def test_stats_needs_no_session_and_counts_traffic(h: Harness) -> None:
+    """§6.10: STATS answers anyone, with gauges and every counter by name."""
+    h.hello(A, "alice")
+    h.join(A, "dev")
+    h.say(A, "dev", "one", id="m1")
+    h.say(A, "dev", "one", id="m1")  # a resend: counted as a duplicate
+    h.raw(A, [b"junk"])
+    h.now = T0 + 30
+    stats = h.req(B, m.Stats).expect(m.StatsReply)  # B never said HELLO
+    assert (stats.started, stats.time, stats.clients, stats.rooms) == (T0, T0 + 30, 1, 1)
+    counters = {c.name: c.value for c in stats.counters}
+    assert counters["messages"] == 1
+    assert counters["duplicates"] == 1
+    assert counters["malformed"] == 1
+    assert counters["requests"] == 6
+    assert {"published", "replies", "dropped", "expired", "errors", "dms"} <= set(counters)
+    assert h.core.clients == 1  # asking made no session

@@ -6,6 +6,8 @@ TCP on loopback with a real SQLite store (see tests/conftest.py).
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -311,3 +313,19 @@ def test_raw_subscriber_gets_nothing_before_subscribing(broker: Broker, zctx: zm
     assert sub.poll(10_000)
     event = decode_broadcast(sub.recv_multipart())
     assert isinstance(event, m.Event) and event.kind == "join" and event.nick == "handmade"
+
+
+def test_stats_shows_the_counters(broker: Broker, client: Start) -> None:
+    """`zchat stats` against a running broker (§6.10)."""
+    alice = client("alice", room="dev")
+    alice.wait_for(r"^-- joined #dev")
+    alice.send("counted")
+    alice.wait_for("<alice> counted")
+    base = [sys.executable, "-m", "zchat", "stats", "--connect", broker.endpoint]
+    table = subprocess.run(base, capture_output=True, text=True, timeout=20)
+    assert table.returncode == 0, table.stderr
+    assert "1 clients, 1 rooms" in table.stdout
+    assert re.search(r"^\s+messages\s+1$", table.stdout, re.M)
+    as_json = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=20)
+    data = json.loads(as_json.stdout)
+    assert data["clients"] == 1 and data["messages"] == 1 and data["published"] >= 2

@@ -42,6 +42,7 @@ SAMPLES: dict[type[m.Message], m.Message] = {
     m.Rooms: m.Rooms(rid=9),
     m.History: m.History(rid=10, room="dev", after=0, before=100, limit=25),
     m.Seen: m.Seen(rid=10, seq=4),
+    m.Stats: m.Stats(rid=13),
     m.Ping: m.Ping(rid=11),
     m.Bye: m.Bye(rid=12, reason="lunch"),
     # replies and pushes
@@ -78,6 +79,7 @@ SAMPLES: dict[type[m.Message], m.Message] = {
     m.TopicIs: m.TopicIs(rid=7, room="dev", topic="release friday"),
     m.Events: m.Events(rid=10, room="dev", events=[_EVENT], last=3),
     m.Pong: m.Pong(rid=11, time=1700000000.5, beat=42),
+    m.StatsReply: m.StatsReply(12, 1.5, 9.5, 3, 2, [m.Stat("messages", 7), m.Stat("dms", 0)]),
     m.Error: m.Error(rid=4, code="rate_limited", text="slow down", retry_after=0.5),
     m.Dm: m.Dm(id="c1-2", sender="alice", to="bob", text="psst", ts=2.0, action=True),
     # broadcasts (§5)

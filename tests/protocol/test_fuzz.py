@@ -123,6 +123,7 @@ STRATEGIES: dict[type[m.Message], st.SearchStrategy[m.Message]] = {
         limit=st.integers(0, rules.MAX_HISTORY),
     ),
     m.Seen: st.builds(m.Seen, rid=rids, seq=st.integers(0, 2**53 - 1)),
+    m.Stats: st.builds(m.Stats, rid=rids),
     m.Ping: st.builds(m.Ping, rid=rids),
     m.Bye: st.builds(m.Bye, rid=rids, reason=topics),
     m.Welcome: st.builds(
@@ -167,6 +168,15 @@ STRATEGIES: dict[type[m.Message], st.SearchStrategy[m.Message]] = {
         last=wire_ints,
     ),
     m.Pong: st.builds(m.Pong, rid=rids, time=floats, beat=wire_ints),
+    m.StatsReply: st.builds(
+        m.StatsReply,
+        rid=rids,
+        started=floats,
+        time=floats,
+        clients=wire_ints,
+        rooms=wire_ints,
+        counters=st.lists(st.builds(m.Stat, name=any_text, value=wire_ints), max_size=5),
+    ),
     m.Error: st.builds(m.Error, rid=rids, code=any_text, text=any_text, retry_after=floats),
     m.Dm: st.builds(
         m.Dm,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import msgpack
 
@@ -84,14 +84,18 @@ class Room:
 
 @dataclass(slots=True)
 class Counters:
-    """Traffic counters; the stats request and the metrics read them."""
+    """Traffic counters since start; STATS reports them by these names (§6.10)."""
 
-    requests: int = 0
-    errors: int = 0
-    malformed: int = 0
-    messages: int = 0
-    duplicates: int = 0
-    dms: int = 0
+    requests: int = 0  # in: every message on the ROUTER
+    malformed: int = 0  # in: dropped or refused as undecodable
+    errors: int = 0  # out: ERROR replies to requests that decoded
+    messages: int = 0  # room messages stored
+    dms: int = 0  # direct messages stored
+    duplicates: int = 0  # resends recognised by id and not stored again
+    expired: int = 0  # sessions ended by the heartbeat timeout
+    published: int = 0  # out: broadcasts (counted by the server)
+    replies: int = 0  # out: replies and pushes handed to the ROUTER (by the server)
+    dropped: int = 0  # out: replies the ROUTER could not deliver (by the server)
 
 
 def _inbox(nick: str) -> str:
@@ -122,6 +126,7 @@ class BrokerCore:
         self._rooms: dict[str, Room] = {}
         self._beat = 0
         self._next_beat = now
+        self.started = now
 
     # ------------------------------------------------------------ entry points
 
@@ -138,6 +143,8 @@ class BrokerCore:
             if exc.rid is not None or exc.code in ("bad_version", "unknown_type"):
                 out.append(Send(peer, m.Error(exc.rid or 0, exc.code, exc.text)))
             return out
+        if isinstance(req, m.Stats):  # an operator's question: no session needed
+            return [Send(peer, self._stats(req.rid, now))]
         session = self._by_peer.get(peer)
         if session is not None:
             session.last_seen = now
@@ -173,6 +180,7 @@ class BrokerCore:
             out.append(Publish(m.Beat(self._beat, now)))
         deadline = now - self.config.timeout
         for session in [s for s in self._by_token.values() if s.last_seen <= deadline]:
+            self.counters.expired += 1
             self._end(session, "timed out", now, out)
         return out
 
@@ -388,6 +396,10 @@ class BrokerCore:
             self._event(req.room, "topic", s.nick, topic, now, out)
             out.append(Show(f"* {s.nick} set the topic of #{req.room}: {topic}"))
         out.append(Send(s.peer, m.TopicIs(req.rid, req.room, topic)))
+
+    def _stats(self, rid: int, now: float) -> m.StatsReply:
+        counters = [m.Stat(f.name, getattr(self.counters, f.name)) for f in fields(Counters)]
+        return m.StatsReply(rid, self.started, now, len(self._by_token), len(self._rooms), counters)
 
     def _room_list(self, rid: int) -> m.RoomList:
         budget = _LIST_BUDGET

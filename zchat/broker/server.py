@@ -76,7 +76,6 @@ class BrokerServer:
         self.router = self.ctx.socket(zmq.ROUTER)
         self.xpub = self.ctx.socket(zmq.XPUB)
         self._stopping = False
-        self.dropped = 0
         try:
             # Options first: they only apply to later bind() calls.
             for sock in (self.router, self.xpub):
@@ -184,6 +183,7 @@ class BrokerServer:
         for fx in effects:
             if isinstance(fx, Publish):
                 self.xpub.send_multipart(encode(fx.msg))
+                self.core.counters.published += 1
             elif isinstance(fx, Send):
                 self._send(fx)
             elif not self.quiet or fx.line.startswith("!"):
@@ -201,10 +201,11 @@ class BrokerServer:
             return
         try:
             self.router.send_multipart([fx.peer, *frames], zmq.NOBLOCK)
+            self.core.counters.replies += 1
         except zmq.ZMQError as exc:
             # EHOSTUNREACH: the peer disconnected; EAGAIN: its queue is full.
             # Either way the broker must not block; heartbeats expire the session.
-            self.dropped += 1
+            self.core.counters.dropped += 1
             why = "gone" if exc.errno == zmq.EHOSTUNREACH else "not reading"
             self._show(f"! dropped {fx.msg.TYPE.decode()} to {fx.peer.hex()}: peer {why}")
 

@@ -1,6 +1,7 @@
-"""``zchat send``: one connection, HELLO, SAY each line, wait for the acks, BYE.
+"""One-shot requests for scripts: ``zchat send`` and ``zchat stats``.
 
-For scripts, bots and cron jobs, so it imports only what sending needs (no
+``send``: one connection, HELLO, SAY each line, wait for the acks, BYE. For
+scripts, bots and cron jobs, so it imports only what sending needs (no
 asyncio, no prompt_toolkit) and uses one blocking DEALER.
 """
 
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import zmq
 
@@ -26,12 +28,8 @@ def send(endpoint: str, nick: str, room: str, texts: Iterable[str], timeout: flo
         says = [m.Say(i + 2, room, uuid.uuid4().hex, t) for i, t in enumerate(texts) if t.strip()]
     except ProtocolError as exc:
         raise SendError(exc.text) from None
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
     deadline = time.monotonic() + timeout
-    try:
+    with _dealer(endpoint) as sock:
         _ask(sock, m.Hello(1, nick), deadline, endpoint)
         waiting = {say.rid for say in says}
         # Pipelined: every SAY goes out at once; acks come back in order.
@@ -46,6 +44,25 @@ def send(endpoint: str, nick: str, room: str, texts: Iterable[str], timeout: flo
         sock.send_multipart(encode(m.Bye(len(says) + 2)))
         _receive(sock, deadline, endpoint)
         return len(says)
+
+
+def stats(endpoint: str, timeout: float) -> m.StatsReply:
+    """The broker's counters (STATS needs no HELLO, so no session is made)."""
+    with _dealer(endpoint) as sock:
+        reply = _ask(sock, m.Stats(1), time.monotonic() + timeout, endpoint)
+    if not isinstance(reply, m.StatsReply):
+        raise SendError(f"unexpected answer {reply.TYPE.decode()} from the broker")
+    return reply
+
+
+@contextmanager
+def _dealer(endpoint: str) -> Iterator[zmq.Socket[bytes]]:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        yield sock
     finally:
         sock.close(linger=0)
 

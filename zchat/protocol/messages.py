@@ -282,6 +282,17 @@ class Seen(Request):
 
 
 @dataclass(frozen=True, slots=True)
+class Stats(Request):
+    """Ask for the broker's counters; needs no HELLO (§6.10)."""
+
+    TYPE: ClassVar[bytes] = b"STATS"
+    rid: int
+
+    def __post_init__(self) -> None:
+        _check_rid(self.rid)
+
+
+@dataclass(frozen=True, slots=True)
 class Ping(Request):
     """Liveness probe; any request also counts as one (§6.7)."""
 
@@ -424,6 +435,27 @@ class Pong(Reply):
 
 
 @dataclass(frozen=True, slots=True)
+class Stat:
+    """One named counter."""
+
+    name: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsReply(Reply):
+    """Answer to STATS: gauges and counters since the broker started (§6.10)."""
+
+    TYPE: ClassVar[bytes] = b"STATSIS"
+    rid: int
+    started: float
+    time: float
+    clients: int
+    rooms: int
+    counters: list[Stat]
+
+
+@dataclass(frozen=True, slots=True)
 class Error(Reply):
     """A request failed; ``code`` is from §7, ``text`` a sentence for a human.
 
@@ -515,9 +547,9 @@ class Synced(Broadcast):
 
 
 REQUESTS: tuple[type[Request], ...] = (
-    Hello, Join, Leave, Say, Tell, Nick, Topic, Who, Rooms, History, Seen, Ping, Bye,
+    Hello, Join, Leave, Say, Tell, Nick, Topic, Who, Rooms, History, Seen, Stats, Ping, Bye,
 )  # fmt: skip
 FROM_BROKER: tuple[type[Message], ...] = (
-    Welcome, Ok, Joined, Ack, Names, RoomList, TopicIs, Events, Pong, Error, Dm,
+    Welcome, Ok, Joined, Ack, Names, RoomList, TopicIs, Events, Pong, StatsReply, Error, Dm,
 )  # fmt: skip
 BROADCASTS: tuple[type[Broadcast], ...] = (Event, Beat, Shutdown, Synced)
