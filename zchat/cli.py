@@ -50,13 +50,20 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, default=None, help="Do not show the traffic.")
 @click.option("--heartbeat", type=float, help="Seconds between heartbeats [5].")
 @click.option("--timeout", type=float, help="Seconds of silence before a client is gone [15].")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Output format [text].")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="info shows the traffic; warning only problems [info].",
+)
+@click.option("--metrics", help="Serve Prometheus metrics on HOST:PORT [off].")
 def broker(config_file: str | None, **flags: Any) -> None:
     """Run the broker: it relays rooms and direct messages and shows the traffic."""
     cfg: BrokerConfig = _load(BrokerConfig, config_file, flags)
     import zmq
 
-    from zchat.broker.core import Limits
-    from zchat.broker.server import BrokerServer
+    from zchat.broker.server import BrokerServer, is_local
+    from zchat.keys import KeyFileError
     from zchat.store import SQLiteStore, StoreError
 
     try:
@@ -64,27 +71,43 @@ def broker(config_file: str | None, **flags: Any) -> None:
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        server = BrokerServer(
-            store,
-            cfg.bind,
-            cfg.pub or None,
-            heartbeat=cfg.heartbeat,
-            timeout=cfg.timeout,
-            limits=Limits(cfg.max_clients, cfg.max_rooms_per_client),
-            hwm=cfg.hwm,
-            quiet=cfg.quiet,
-        )
+        server = BrokerServer(cfg, store)
     except zmq.ZMQError as exc:
         store.close()
         raise click.ClickException(f"cannot bind {cfg.bind} / {cfg.pub or 'auto'}: {exc}") from None
+    except KeyFileError as exc:
+        store.close()
+        raise click.ClickException(str(exc)) from None
+    security = "CURVE" if server.curve else "no encryption"
+    if server.curve:
+        security += ", any client key" if cfg.curve_open else f", {len(server.keyring)} client keys"
     click.echo(
         f"zchat broker {__version__}: clients connect to {server.endpoint}, "
-        f"broadcast on {server.pub_endpoint}, store {cfg.store}",
+        f"broadcast on {server.pub_endpoint}, store {cfg.store} ({security})",
     )
+    if not server.curve and not (is_local(server.endpoint) and is_local(server.pub_endpoint)):
+        click.echo(
+            "warning: listening beyond this host without CURVE: anyone who can reach these "
+            "ports can read every room and post under any nick (see docs/security.md)",
+            err=True,
+        )
+    metrics = None
+    if cfg.metrics:
+        from zchat.broker.metrics import MetricsError, serve
+
+        try:
+            metrics = serve(cfg.metrics, server.core)
+        except MetricsError as exc:
+            server.close()
+            store.close()
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"metrics on http://{cfg.metrics}/metrics")
     sys.stdout.flush()
     try:
         server.run()
     finally:
+        if metrics is not None:
+            metrics.shutdown()
         server.close()
         store.close()
     click.echo("zchat broker stopped")
@@ -105,7 +128,17 @@ def client(config_file: str | None, json_mode: bool, **flags: Any) -> None:
     cfg: ClientConfig = _load(ClientConfig, config_file, flags)
     from zchat.client.app import run
 
-    sys.exit(run(cfg, json_mode))
+    sys.exit(run(cfg, json_mode, _client_keys(cfg)))
+
+
+def _client_keys(cfg: ClientConfig) -> Any:
+    """The CURVE keys the config names (None without CURVE); a ClickException if unusable."""
+    from zchat.keys import ClientKeys, KeyFileError
+
+    try:
+        return ClientKeys.load(cfg.curve_key, cfg.curve_server_key)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -126,7 +159,7 @@ def send(config_file: str | None, text: str | None, **flags: Any) -> None:
 
     texts = [text] if text is not None else [line.rstrip("\r\n") for line in sys.stdin]
     try:
-        send_lines(cfg.connect, nick, cfg.room, texts, cfg.wait)
+        send_lines(cfg.connect, nick, cfg.room, texts, cfg.wait, _client_keys(cfg))
     except SendError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -143,7 +176,7 @@ def stats(config_file: str | None, json_mode: bool, **flags: Any) -> None:
     from zchat.client.oneshot import stats as ask_stats
 
     try:
-        reply = ask_stats(cfg.connect, cfg.wait)
+        reply = ask_stats(cfg.connect, cfg.wait, _client_keys(cfg))
     except SendError as exc:
         raise click.ClickException(str(exc)) from None
     uptime = max(0.0, reply.time - reply.started)
@@ -161,3 +194,92 @@ def stats(config_file: str | None, json_mode: bool, **flags: Any) -> None:
     )
     for c in reply.counters:
         click.echo(f"  {c.name:<11} {c.value}")
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where to write the key files.",
+)
+def keygen(name: str, directory: str) -> None:
+    """Create a CURVE key pair: NAME.key (public: share it) and NAME.key_secret (keep it).
+
+    \b
+    The broker's public key goes to every client (curve_server_key); each
+    client's public key goes into the broker's curve_clients directory.
+    """
+    import os
+    import re
+    from pathlib import Path
+
+    import zmq.auth
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+        raise click.ClickException(f"key name {name!r}: use letters, digits, _ . - only")
+    folder = Path(directory)
+    public, secret = folder / f"{name}.key", folder / f"{name}.key_secret"
+    for path in (public, secret):
+        if path.exists():
+            raise click.ClickException(f"{path} exists already; not overwriting a key")
+    folder.mkdir(parents=True, exist_ok=True)
+    zmq.auth.create_certificates(str(folder), name)
+    os.chmod(secret, 0o600)
+    key = zmq.auth.load_certificate(str(public))[0].decode()
+    click.echo(f"public key {key}\n  {public} (share it)\n  {secret} (keep it secret)")
+
+
+@main.group()
+def config() -> None:
+    """Inspect configuration files."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+def config_check(file: str) -> None:
+    """Validate FILE and print the effective settings, starting nothing.
+
+    Shows every key of each table in FILE with its value and where it came
+    from: the file, a ZCHAT_* variable or the default. Key files named for
+    CURVE are opened too. Exits 1 with one line naming file and key on the
+    first problem.
+    """
+    from zchat.config import explain, sections
+
+    try:
+        tables = sections(file)
+        if not tables:
+            raise ConfigError(f"{file}: holds neither a [broker] nor a [client] table")
+        for table in tables:
+            cfg: BrokerConfig | ClientConfig
+            if table == "broker":
+                cfg, sources = explain(BrokerConfig, file)
+            else:
+                cfg, sources = explain(ClientConfig, file)
+            _check_key_files(file, table, cfg)
+            click.echo(f"[{table}]")
+            for key, where in sources.items():
+                shown = "file" if where.startswith(f"{file}:") else where
+                click.echo(f"  {key:<21} = {getattr(cfg, key)!r:<40} ({shown})")
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{file}: ok")
+
+
+def _check_key_files(file: str, table: str, cfg: Any) -> None:
+    from zchat.keys import ClientKeys, KeyFileError, load_secret
+
+    try:
+        if table == "broker" and cfg.curve_secret_key:
+            from zchat.broker.auth import KeyRing
+
+            load_secret(cfg.curve_secret_key)
+            KeyRing(cfg.curve_clients or None, cfg.curve_open)
+        elif table == "client":
+            ClientKeys.load(cfg.curve_key, cfg.curve_server_key)
+    except KeyFileError as exc:
+        raise ConfigError(f"{file}: [{table}] {exc}") from None

@@ -50,6 +50,21 @@ def _optional_endpoint(value: str) -> str:
     return value and _endpoint(value)
 
 
+def _one_of(value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit():
+        raise ValueError(f"expected host:port, like 127.0.0.1:9464, got {value!r}")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"port {port} out of range 1-65535")
+    return value
+
+
 def _positive(value: float) -> float:
     if not 0 < value < math.inf:  # also refuses NaN
         raise ValueError(f"must be greater than 0, got {value}")
@@ -105,6 +120,16 @@ class BrokerConfig:
     max_clients: int = 10_000
     max_rooms_per_client: int = 100
     hwm: int = 100_000  # broadcasts queued per subscriber before drops (clients gap-fill)
+    rate: float = 50.0  # requests per second per client, sustained (token bucket)
+    burst: int = 200  # requests a client may send at once before the rate applies
+    admins: tuple[str, ...] = ()  # nicks that are operators of every room
+    # CURVE (docs/security.md): the broker's secret key file turns encryption on.
+    curve_secret_key: str = ""
+    curve_clients: str = ""  # directory of allowed client public keys (re-read on change)
+    curve_open: bool = False  # accept any client key: encrypted, not authenticated
+    log_format: str = "text"  # text or json
+    log_level: str = "info"  # debug, info (the traffic), warning, error
+    metrics: str = ""  # host:port for a Prometheus /metrics endpoint; "" for none
 
 
 @dataclass(frozen=True)
@@ -117,6 +142,8 @@ class ClientConfig:
     history: int = 20
     plain: bool = False
     wait: float = 10.0  # seconds to wait for acks at the end of piped input
+    curve_key: str = ""  # this client's secret key file (zchat keygen)
+    curve_server_key: str = ""  # the broker's public key file, or the key itself
 
 
 _CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -129,13 +156,25 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_clients": _count,
     "max_rooms_per_client": _count,
     "hwm": _count,
+    "rate": _positive,
+    "log_format": lambda v: _one_of(v, ("text", "json")),
+    "log_level": lambda v: _one_of(v, ("debug", "info", "warning", "error")),
+    "metrics": lambda v: v and _host_port(v),
+    "burst": _count,
+    "admins": lambda nicks: tuple(_protocol_check(check_nick)(n) for n in nicks),
     "history": _history,
     "nick": _protocol_check(check_nick),
     "room": _protocol_check(normalize_room),
 }
 
 C = TypeVar("C", BrokerConfig, ClientConfig)
-_KINDS: dict[str, type] = {"str": str, "bool": bool, "int": int, "float": float}
+_KINDS: dict[str, type] = {
+    "str": str,
+    "bool": bool,
+    "int": int,
+    "float": float,
+    "tuple[str, ...]": tuple,
+}
 
 
 def _coerce(kind: type, value: Any, from_text: bool) -> Any:
@@ -153,6 +192,12 @@ def _coerce(kind: type, value: Any, from_text: bool) -> Any:
                 return kind(value)
             except ValueError:
                 raise ValueError(f"expected a number, got {value!r}") from None
+    if kind is tuple:
+        if from_text and isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if type(value) is list and all(type(v) is str for v in value):
+            return tuple(value)
+        raise ValueError(f"expected a list of strings, got {value!r}")
     if kind is float and type(value) is int:
         return float(value)
     if type(value) is not kind:
@@ -170,6 +215,16 @@ def load(
 
     ``flags`` values of None mean "not given". Raises ConfigError.
     """
+    return explain(cls, path, flags, env)[0]
+
+
+def explain(
+    cls: type[C],
+    path: str | Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[C, dict[str, str]]:
+    """Like load(), and also where each setting came from (for ``zchat config check``)."""
     section = "broker" if cls is BrokerConfig else "client"
     kinds = {f.name: _KINDS[str(f.type)] for f in dataclasses.fields(cls)}
     given: dict[str, tuple[Any, str, bool]] = {}  # key -> (value, where, is_text)
@@ -198,10 +253,23 @@ def load(
             values[key] = check(value) if check else value
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    return cls(**values)
+    sources = {key: given[key][1] if key in given else "default" for key in kinds}
+    return cls(**values), sources
+
+
+def sections(path: str | Path) -> list[str]:
+    """The tables a config file holds, of ``broker`` and ``client``."""
+    return [name for name in ("broker", "client") if name in _read_all(Path(path))]
 
 
 def _read_table(path: Path, section: str) -> dict[str, Any]:
+    table = _read_all(path).get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {section} must be a table, [{section}]")
+    return table
+
+
+def _read_all(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -218,7 +286,4 @@ def _read_table(path: Path, section: str) -> dict[str, Any]:
             raise ConfigError(
                 f"{path}: unknown table or key {key!r} (expected [broker] or [client])"
             )
-    table = data.get(section, {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: {section} must be a table, [{section}]")
-    return table
+    return data

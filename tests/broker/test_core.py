@@ -112,7 +112,9 @@ class Harness:
         now: float = T0,
     ) -> None:
         self.store = store if store is not None else MemoryStore()
-        self.config = CoreConfig(PUB, heartbeat, timeout, limits or Limits())
+        # No rate limit unless a test asks for one: tests send bursts on purpose.
+        unmetered = Limits(rate=1e9, burst=10**9)
+        self.config = CoreConfig(PUB, heartbeat, timeout, limits or unmetered)
         tokens = (f"tok{i}" for i in itertools.count(1))
         self.core = BrokerCore(self.store, self.config, now, new_token=lambda: next(tokens))
         self.now = now
@@ -494,10 +496,13 @@ def test_topic_survives_the_room_emptying(h: Harness) -> None:
     assert h.req(B, m.Topic, "dev").expect(m.TopicIs).topic == "release friday"
     assert h.join(B, "dev").topic == "release friday"
     assert h.rooms(B) == [m.RoomInfo("dev", 1, "release friday")]
-    # Clearing it is remembered too.
-    h.req(B, m.Topic, "dev", "")
+    # Only the room's operator (its creator, alice) may change it (§6.11).
+    assert h.req(B, m.Topic, "dev", "").error == "not_op"
     h.req(B, m.Leave, "dev")
-    assert h.join(A, "dev").topic == ""
+    h.join(A, "dev")
+    h.req(A, m.Topic, "dev", "").expect(m.TopicIs)  # clearing is remembered too
+    h.req(A, m.Leave, "dev")
+    assert h.join(B, "dev").topic == ""
 
 
 # ------------------------------------------------------------ who / rooms
@@ -1191,3 +1196,206 @@ def test_stats_needs_no_session_and_counts_traffic(h: Harness) -> None:
     assert counters["requests"] == 6
     assert {"published", "replies", "dropped", "expired", "errors", "dms"} <= set(counters)
     assert h.core.clients == 1  # asking made no session
+
+
+# ----------------------------------------- §6.11 private rooms and moderation
+
+
+def private_events(out: Out, peer: bytes) -> list[m.Event]:
+    return [x.event for x in out.to(peer) if isinstance(x, m.PrivateEvent)]
+
+
+def test_private_room_traffic_never_touches_the_broadcast_socket(h: Harness) -> None:
+    """§6.11: invite-only; events go to members' DEALERs only."""
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    h.hello(C, "carol")
+    created = h.req(A, m.Join, "secret", 20, True)
+    created.expect(m.Joined)
+    assert created.published == []
+    assert [e.kind for e in private_events(created, A)] == ["join"]
+    assert h.req(B, m.Join, "secret").error == "invite_only"
+    h.req(A, m.Invite, "secret", "bob").expect(m.Ok)
+    joined = h.req(B, m.Join, "secret")
+    joined.expect(m.Joined)
+    assert joined.published == []
+    assert len(private_events(joined, A)) == len(private_events(joined, B)) == 1
+    said = h.say(B, "secret", "the plan")
+    assert said.published == []
+    assert [e.text for e in private_events(said, A)] == ["the plan"]
+    assert not any(b"the plan" in frame for frames in h.wire for frame in frames)
+    # Outsiders learn nothing and cannot post.
+    assert h.req(C, m.Who, "secret").error == "not_member"
+    assert h.req(C, m.History, "secret").error == "not_member"
+    assert h.req(C, m.Topic, "secret").error == "not_member"
+    assert h.req(C, m.Say, "secret", "x1", "let me in").error == "not_member"
+    assert h.rooms(C) == []
+    assert [r.name for r in h.rooms(B)] == ["secret"]
+
+
+def test_invited_push_reaches_an_online_invitee(h: Harness) -> None:
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    h.req(A, m.Join, "secret", 20, True)
+    out = h.req(A, m.Invite, "secret", "Bob")
+    assert out.to(B) == [m.Invited("secret", "alice")]
+
+
+def test_only_operators_invite_kick_ban_and_set_the_topic(h: Harness) -> None:
+    """§6.11: the creator operates the room; configured admins operate every room."""
+    admin_h = Harness()
+    admin_h.core.config = CoreConfig(PUB, limits=admin_h.config.limits, admins=frozenset({"root"}))
+    for hh in (h, admin_h):
+        hh.hello(A, "alice")
+        hh.hello(B, "bob")
+        hh.join(A, "dev")
+        hh.join(B, "dev")
+    assert h.req(B, m.Topic, "dev", "mine now").error == "not_op"
+    assert h.req(B, m.Kick, "dev", "alice").error == "not_op"
+    assert h.req(B, m.Ban, "dev", "alice").error == "not_op"
+    assert h.req(B, m.Invite, "dev", "carol").error == "not_op"
+    admin_h.hello(C, "root")
+    admin_h.join(C, "dev")
+    admin_h.req(C, m.Topic, "dev", "set by root").expect(m.TopicIs)
+
+
+def test_kick_removes_and_tells_the_room(h: Harness) -> None:
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    h.join(A, "dev")
+    h.join(B, "dev")
+    out = h.req(A, m.Kick, "dev", "bob", "spam")
+    out.expect(m.Ok)
+    assert [brief(e) for e in out.events] == [("dev", 3, "kick", "bob", "by alice: spam")]
+    assert h.who(A, "dev") == ["alice"]
+    assert h.req(A, m.Kick, "dev", "bob").error == "not_member"
+    h.join(B, "dev")  # a kick is not a ban
+
+
+def test_ban_kicks_keeps_out_and_can_be_lifted(h: Harness) -> None:
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    h.join(A, "dev")
+    h.join(B, "dev")
+    out = h.req(A, m.Ban, "dev", "bob")
+    assert [(e.kind, e.nick, e.text) for e in out.events] == [("kick", "bob", "by alice: banned")]
+    assert h.req(B, m.Join, "dev").error == "banned"
+    assert h.req(B, m.Say, "dev", "b1", "from outside").error == "banned"
+    h.req(A, m.Ban, "dev", "bob", False).expect(m.Ok)
+    h.join(B, "dev")
+
+
+def test_private_kick_tells_the_kicked_member_and_revokes_the_invite(h: Harness) -> None:
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    h.req(A, m.Join, "secret", 20, True)
+    h.req(A, m.Invite, "secret", "bob")
+    h.join(B, "secret")
+    out = h.req(A, m.Kick, "secret", "bob")
+    assert [e.kind for e in private_events(out, B)] == ["kick"]
+    assert h.req(B, m.Join, "secret").error == "invite_only"
+
+
+def test_room_settings_survive_a_restart() -> None:
+    """§6.4: operators, privacy, bans and invites are room state in the store."""
+    store = MemoryStore()
+    first = Harness(store=store)
+    first.hello(A, "alice")
+    first.req(A, m.Join, "secret", 20, True)
+    first.req(A, m.Invite, "secret", "bob")
+    first.req(A, m.Ban, "secret", "mallory")
+    again = Harness(store=store)
+    again.hello(B, "bob")
+    again.hello(C, "mallory")
+    again.join(B, "secret")
+    assert again.req(C, m.Join, "secret").error == "banned"
+    assert again.req(B, m.Kick, "secret", "bob").error == "not_op"
+
+
+# -------------------------------------------------------- §6.12 rate limits
+
+
+def test_rate_limit_throttles_with_retry_after_and_recovers() -> None:
+    """§6.12: a burst is allowed, then refused with retry_after; the bucket refills."""
+    h = Harness(limits=Limits(rate=10.0, burst=5))
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    for i in range(5):
+        h.say(A, "dev", f"burst {i}").expect(m.Ack)
+    refused = h.say(A, "dev", "one too many").expect(m.Error)
+    assert refused.code == "rate_limited"
+    assert refused.retry_after == 0.5  # burst/rate, at most one second
+    h.now = T0 + 0.25  # still inside the retry-after: refused even with tokens back
+    assert h.say(A, "dev", "too early").error == "rate_limited"
+    h.say(B, "dev", "others are not affected").expect(m.Ack)
+    h.req(A, m.Ping).expect(m.Pong)  # liveness is never throttled
+    h.now = T0 + 0.6
+    h.say(A, "dev", "after the wait").expect(m.Ack)
+    assert h.core.counters.throttled == 2
+
+
+# ----------------------------------------------- §6.11 keys own their nicks
+
+
+def test_with_curve_a_nick_belongs_to_its_first_key(h: Harness) -> None:
+    def hello(peer: bytes, nick: str, user: str, resume: str = "") -> m.Reply:
+        out = Out(h.core.handle(peer, encode(m.Hello(h.rid(), nick, resume)), h.now, user))
+        return out.reply
+
+    first = hello(A, "alice", "KEY-A")
+    assert isinstance(first, m.Welcome)
+    bye = Out(h.core.handle(A, encode(m.Bye(h.rid())), h.now, "KEY-A"))
+    bye.expect(m.Ok)
+    thief = hello(B, "Alice", "KEY-B")
+    assert isinstance(thief, m.Error) and thief.code == "nick_taken"
+    assert "another key" in thief.text
+    back = hello(C, "alice", "KEY-A")
+    assert isinstance(back, m.Welcome)
+    # A stolen session token is useless with another key.
+    stolen = hello(D, "alice", "KEY-B", resume=back.session)
+    assert isinstance(stolen, m.Error) and stolen.code == "nick_taken"
+    renamed = Out(h.core.handle(C, encode(m.Nick(h.rid(), "bob")), h.now, "KEY-A"))
+    renamed.expect(m.Ok)
+    assert hello(D, "bob", "KEY-B").code == "nick_taken"  # type: ignore[attr-defined]
+
+
+def test_a_routing_id_reused_by_another_key_is_not_the_session(h: Harness) -> None:
+    """§6.11: with CURVE every request is checked against the session's key."""
+    hello = Out(h.core.handle(A, encode(m.Hello(h.rid(), "alice")), h.now, "KEY-A"))
+    hello.expect(m.Welcome)
+    # Another key arriving under the same routing id (a peer may pick its id).
+    out = Out(h.core.handle(A, encode(m.Join(h.rid(), "dev")), h.now, "KEY-B"))
+    assert out.error == "not_registered"
+    out = Out(h.core.handle(A, encode(m.Join(h.rid(), "dev")), h.now, "KEY-A"))
+    out.expect(m.Joined)
+
+
+def test_with_curve_a_ban_follows_the_key_not_just_the_nick(h: Harness) -> None:
+    def req(peer: bytes, key: str, msg: m.Request) -> Out:
+        return Out(h.core.handle(peer, encode(msg), h.now, key))
+
+    req(A, "KEY-A", m.Hello(h.rid(), "alice")).expect(m.Welcome)
+    req(B, "KEY-B", m.Hello(h.rid(), "troll")).expect(m.Welcome)
+    req(A, "KEY-A", m.Join(h.rid(), "dev")).expect(m.Joined)
+    req(B, "KEY-B", m.Join(h.rid(), "dev")).expect(m.Joined)
+    req(A, "KEY-A", m.Ban(h.rid(), "dev", "troll")).expect(m.Ok)
+    req(B, "KEY-B", m.Nick(h.rid(), "innocent")).expect(m.Ok)
+    assert req(B, "KEY-B", m.Join(h.rid(), "dev")).error == "banned"
+    # And the operator stays operator under a new nick.
+    req(A, "KEY-A", m.Nick(h.rid(), "alice2")).expect(m.Ok)
+    req(A, "KEY-A", m.Topic(h.rid(), "dev", "still mine")).expect(m.TopicIs)
+
+
+def test_a_refused_hello_claims_no_nick() -> None:
+    h = Harness(limits=Limits(max_clients=1, rate=1e9, burst=10**9))
+    Out(h.core.handle(A, encode(m.Hello(h.rid(), "first")), h.now, "KEY-A")).expect(m.Welcome)
+    full = Out(h.core.handle(B, encode(m.Hello(h.rid(), "bob")), h.now, "KEY-B"))
+    assert full.error == "full"
+    Out(h.core.handle(A, encode(m.Bye(h.rid())), h.now, "KEY-A")).expect(m.Ok)
+    Out(h.core.handle(C, encode(m.Hello(h.rid(), "bob")), h.now, "KEY-C")).expect(m.Welcome)
+
+
+def test_a_bare_topic_in_the_store_is_read_as_the_topic(h: Harness) -> None:
+    h.store.set_state("#dev", b"plain old topic")
+    h.hello(A, "alice")
+    assert h.join(A, "dev").topic == "plain old topic"

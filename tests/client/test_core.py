@@ -1204,8 +1204,8 @@ def test_not_registered_reconnects_and_keeps_the_message() -> None:
 def test_error_on_say_drops_it_from_the_outbox() -> None:
     core = ready()
     say = the(core.command("too fast", T0), m.Say)
-    actions = core.on_direct(m.Error(say.rid, "rate_limited", "slow down"), T0)
-    assert lines(actions) == ["!! rate_limited: slow down"]
+    actions = core.on_direct(m.Error(say.rid, "bad_text", "no escapes"), T0)
+    assert lines(actions) == ["!! bad_text: no escapes"]
     assert core.outbox == {}
     assert core.idle
 
@@ -1282,3 +1282,141 @@ def test_failed_join_drops_the_messages_held_for_that_room() -> None:
     assert "!! 1 message(s) for #dev not sent" in lines(out)
     assert core.outbox == {}
     assert core.current == "lobby"
+
+
+def test_throttled_messages_are_kept_and_resent_in_order_after_retry_after() -> None:
+    """§6.12: rate_limited is not a refusal; order holds; a window bounds what is in flight."""
+    core = ready()
+    says = [the(core.command(f"line {i}", T0), m.Say) for i in range(3)]
+    out = core.on_direct(m.Error(says[1].rid, "rate_limited", "slow", 0.5), T0)
+    assert [type(e).__name__ for e in shown(out)] == ["Problem"]
+    core.on_direct(m.Error(says[2].rid, "rate_limited", "slow", 0.4), T0)
+    assert list(core.outbox) == [s.id for s in says]
+    assert core.command("line 3", T0) == []  # held: nothing goes out during the wait
+    assert core.next_deadline() == T0 + 0.5
+    assert core.tick(T0 + 0.4) == []
+    resent = [r for r in reqs(core.tick(T0 + 0.5)) if isinstance(r, m.Say)]
+    assert [r.text for r in resent] == ["line 1", "line 2", "line 3"]
+    assert [r.id for r in resent[:2]] == [says[1].id, says[2].id]
+
+
+def test_window_bounds_messages_in_flight() -> None:
+    from zchat.client.core import WINDOW
+
+    core = ready()
+    sent = [r for i in range(WINDOW + 10) for r in reqs(core.command(f"m{i}", T0))]
+    assert len(sent) == WINDOW
+    first = sent[0]
+    assert isinstance(first, m.Say)
+    more = core.on_direct(m.Ack(first.rid, first.id, 1), T0)
+    assert [r.text for r in reqs(more) if isinstance(r, m.Say)] == [f"m{WINDOW}"]
+
+
+# ------------------------------------------- interactive commands (issue 5)
+
+
+def test_query_turns_plain_lines_into_dms_until_left() -> None:
+    core = ready()
+    assert shown(core.command("/query bob", T0)) == [
+        Info("now talking to bob in private; /query alone to leave")
+    ]
+    assert core.query == "bob"
+    tell = the(core.command("hi there", T0), m.Tell)
+    assert (tell.to, tell.text, tell.action) == ("bob", "hi there", False)
+    assert the(core.command("/me nods", T0), m.Tell).action
+    assert shown(core.command("/query", T0)) == [Info("now talking in #lobby")]
+    assert core.query is None
+    assert the(core.command("hi room", T0), m.Say).room == "lobby"
+
+
+def test_query_needs_a_valid_nick() -> None:
+    core = ready()
+    assert shown(core.command("/query no way", T0)) == [Problem(f"usage: {HELP['query']}")]
+    assert core.query is None
+
+
+def test_switch_and_join_leave_the_query() -> None:
+    core = ready()
+    core.command("/query bob", T0)
+    core.command("/switch lobby", T0)
+    assert core.query is None
+    core.command("/query bob", T0)
+    core.command("/join dev", T0)
+    assert core.query is None and core.current == "dev"
+
+
+def test_away_tells_the_room_and_marks_us() -> None:
+    core = ready()
+    out = core.command("/away lunch", T0)
+    assert core.away == "lunch"
+    say = the(out, m.Say)
+    assert (say.room, say.text, say.action) == ("lobby", "is away: lunch", True)
+    back = the(core.command("/away", T0), m.Say)
+    assert back.text == "is back" and core.away is None
+    bare = the(core.command("/away", T0), m.Say)
+    assert bare.text == "is away" and core.away == ""
+
+
+def test_away_without_a_room_is_local() -> None:
+    core = ready(room=None)
+    assert reqs(core.command("/away brb", T0)) == []
+    assert core.away == "brb"
+
+
+def test_names_asks_who_is_in_the_room() -> None:
+    core = ready()
+    assert the(core.command("/names", T0), m.Who).room == "lobby"
+    assert the(core.command("/names dev", T0), m.Who).room == "dev"
+
+
+def test_clear_is_a_ui_event() -> None:
+    from zchat.client.events import Clear
+
+    core = ready()
+    assert shown(core.command("/clear", T0)) == [Clear()]
+    assert shown(core.command("/help clear", T0)) == [Info(HELP["clear"])]
+
+
+def test_members_follow_joined_and_room_events() -> None:
+    """Completion candidates: JOINED's members, then join/leave/nick events after it."""
+    core = ready()
+    view = core.rooms["lobby"]
+    assert view.members == {"alice": "alice", "bob": "bob"}
+    core.on_broadcast(event(1, kind="join", nick="Carol", text=""), T0)
+    core.on_broadcast(event(2, kind="leave", nick="bob", text="quit"), T0)
+    core.on_broadcast(event(3, kind="nick", nick="carol", text="Caroline"), T0)
+    assert view.members == {"alice": "alice", "caroline": "Caroline"}
+    who = the(core.command("/who", T0), m.Who)
+    core.on_direct(m.Names(who.rid, "lobby", ["alice", "dave"]), T0)
+    assert view.members == {"alice": "alice", "dave": "dave"}
+
+
+def test_members_ignore_history_older_than_joined() -> None:
+    core = make_core()
+    old = [event(1, kind="join", nick="ghost", text=""), event(2, kind="leave", nick="bob")]
+    handshake(core, last=2, history=old)
+    assert core.rooms["lobby"].members == {"alice": "alice", "bob": "bob"}
+
+
+@pytest.mark.parametrize(
+    ("text", "hit"),
+    [
+        ("alice: hi", True),
+        ("hi @Alice!", True),
+        ("ALICE?", True),
+        ("ask alice.", True),
+        ("malice aforethought", False),
+        ("alice_b is here", False),
+        ("alice.smith", False),
+    ],
+)
+def test_mention_is_the_nick_as_a_word(text: str, hit: bool) -> None:
+    core = ready()
+    [chat] = shown(core.on_broadcast(event(1, text=text), T0))
+    assert isinstance(chat, Chat) and chat.mention is hit
+
+
+def test_own_line_naming_ourselves_is_no_mention() -> None:
+    core = ready()
+    [chat] = shown(core.on_broadcast(event(1, nick="Alice", text="alice here"), T0))
+    assert isinstance(chat, Chat) and not chat.mention

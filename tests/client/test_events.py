@@ -9,6 +9,7 @@ import pytest
 
 from zchat.client.events import (
     Chat,
+    Clear,
     DirectLine,
     Info,
     Problem,
@@ -159,6 +160,8 @@ SAMPLES: list[tuple[UiEvent, str]] = [
     (Info("hello"), "info"),
     (Problem("oops"), "error"),
     (StateChange("connected", "connected as alice"), "state"),
+    (StateChange("auth_failed", "authentication failed"), "state"),
+    (Clear(), "clear"),
 ]
 
 
@@ -202,3 +205,14 @@ def test_safe_keeps_joiners_that_text_may_carry() -> None:
     assert safe(persian) == persian
     assert safe("tab\there") == "tab\\x09here"
     assert safe("\U000e0001") == "\\U000e0001"
+
+
+def test_notice_says_what_happened_without_time_or_room_tag() -> None:
+    notice = RoomNotice("dev", "leave", "b\x1bob", "quit", TS, False, 4)
+    assert notice.what() == "b\\x1bob left #dev (quit)"
+    assert notice.plain() == f"{HH} #dev -- {notice.what()}"
+
+
+def test_clear_in_line_modes() -> None:
+    assert Clear().plain() == "-- /clear only clears the interactive screen"
+    assert json.loads(to_json(Clear())) == {"event": "clear"}

@@ -18,6 +18,8 @@ from tests.procs import Broker, Proc
 
 Start = Callable[..., Proc]
 LONG = 60.0  # generous bound for bulk waits; a pass takes a few seconds
+#: Bulk tests measure delivery, not the rate limit (tests/e2e/test_security.py does).
+UNLIMITED = {"ZCHAT_RATE": "1000000", "ZCHAT_BURST": "1000000"}
 
 
 def json_client(procs: list[Proc], broker: Broker, nick: str, room: str, *extra: str) -> Proc:
@@ -61,7 +63,7 @@ def test_broker_sigkill_mid_stream_loses_nothing(tmp_path: Path, procs: list[Pro
     middle and restarted on the same store; every receiver shows every message
     exactly once, in order, and every sender's outbox drains (exit 0)."""
     opts = ("--heartbeat", "0.5", "--timeout", "2", "--quiet")
-    broker = Broker(tmp_path, *opts)
+    broker = Broker(tmp_path, *opts, env=UNLIMITED)
     procs.append(broker)
     receivers = [json_client(procs, broker, f"recv{i}", "flood") for i in range(3)]
     senders = [json_client(procs, broker, f"send{i}", "flood") for i in range(4)]
@@ -72,7 +74,7 @@ def test_broker_sigkill_mid_stream_loses_nothing(tmp_path: Path, procs: list[Pro
     wait_chat_count(receivers[0], 300)  # well under way, far from done
     broker.p.kill()
     broker.wait_exit()
-    restarted = Broker(tmp_path, *opts, port=broker.port)
+    restarted = Broker(tmp_path, *opts, port=broker.port, env=UNLIMITED)
     procs.append(restarted)
 
     for s in senders:
@@ -92,7 +94,7 @@ def test_paused_receiver_catches_up_by_gap_recovery(tmp_path: Path, procs: list[
     broker with a small queue bound misses many live; after SIGCONT it shows
     all of them, in order, fetched over the DEALER."""
     opts = ("--heartbeat", "0.5", "--timeout", "30", "--quiet")
-    broker = Broker(tmp_path, *opts, env={"ZCHAT_HWM": "50"})  # a tiny broadcast queue
+    broker = Broker(tmp_path, *opts, env={"ZCHAT_HWM": "50", **UNLIMITED})  # tiny queue
     procs.append(broker)
     endpoint = broker.endpoint
 

@@ -43,6 +43,9 @@ SAMPLES: dict[type[m.Message], m.Message] = {
     m.History: m.History(rid=10, room="dev", after=0, before=100, limit=25),
     m.Seen: m.Seen(rid=10, seq=4),
     m.Stats: m.Stats(rid=13),
+    m.Invite: m.Invite(rid=14, room="#secret", nick="bob"),
+    m.Kick: m.Kick(rid=15, room="dev", nick="troll", reason="spam"),
+    m.Ban: m.Ban(rid=16, room="dev", nick="troll", ban=False),
     m.Ping: m.Ping(rid=11),
     m.Bye: m.Bye(rid=12, reason="lunch"),
     # replies and pushes
@@ -82,6 +85,8 @@ SAMPLES: dict[type[m.Message], m.Message] = {
     m.StatsReply: m.StatsReply(12, 1.5, 9.5, 3, 2, [m.Stat("messages", 7), m.Stat("dms", 0)]),
     m.Error: m.Error(rid=4, code="rate_limited", text="slow down", retry_after=0.5),
     m.Dm: m.Dm(id="c1-2", sender="alice", to="bob", text="psst", ts=2.0, action=True),
+    m.Invited: m.Invited(room="secret", by="alice"),
+    m.PrivateEvent: m.PrivateEvent(m.Event("secret", 3, "msg", "alice", "hush", 2.0, "e-3")),
     # broadcasts (§5)
     m.Event: _EVENT,
     m.Beat: m.Beat(n=42, time=1700000000.75),

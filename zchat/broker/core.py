@@ -14,6 +14,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import msgpack
 
@@ -56,6 +57,9 @@ class Limits:
     max_clients: int = 10_000
     max_rooms_per_client: int = 100
     max_listed_rooms: int = 1_000
+    rate: float = 50.0  # requests per second per session, sustained
+    burst: int = 200  # requests a session may send at once
+    max_room_list: int = 1_000  # invites or bans one room keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,7 @@ class CoreConfig:
     heartbeat: float = 5.0
     timeout: float = 15.0
     limits: Limits = field(default_factory=Limits)
+    admins: frozenset[str] = frozenset()  # nick keys that operate every room
 
 
 @dataclass(eq=False, slots=True)
@@ -72,13 +77,23 @@ class Session:
     nick: str
     peer: bytes
     last_seen: float
+    user: str = ""  # the CURVE public key it authenticated with ("" without CURVE)
     rooms: set[str] = field(default_factory=set)
+    tokens: float = 0.0  # rate-limit bucket, refilled from `refilled` on
+    refilled: float = 0.0
+    blocked_until: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
 class Room:
+    """A room's live members and its settings; the settings persist in the store."""
+
     name: str
     topic: str = ""
+    private: bool = False
+    ops: set[str] = field(default_factory=set)  # nick keys
+    bans: set[str] = field(default_factory=set)
+    invited: set[str] = field(default_factory=set)
     members: set[Session] = field(default_factory=set)
 
 
@@ -93,6 +108,7 @@ class Counters:
     dms: int = 0  # direct messages stored
     duplicates: int = 0  # resends recognised by id and not stored again
     expired: int = 0  # sessions ended by the heartbeat timeout
+    throttled: int = 0  # requests refused by the rate limit
     published: int = 0  # out: broadcasts (counted by the server)
     replies: int = 0  # out: replies and pushes handed to the ROUTER (by the server)
     dropped: int = 0  # out: replies the ROUTER could not deliver (by the server)
@@ -104,6 +120,38 @@ def _inbox(nick: str) -> str:
 
 def _room_log(room: str) -> str:
     return "#" + room
+
+
+def _ids(s: Session) -> set[str]:
+    """The names a session answers to in ops, bans and invites: its nick, and its key."""
+    return {nick_key(s.nick), "key:" + s.user} if s.user else {nick_key(s.nick)}
+
+
+def _settings(raw: bytes) -> dict[str, Any] | None:
+    """A room's stored settings map, or None for anything else (a bare topic)."""
+    try:
+        data = msgpack.unpackb(raw)
+    except ValueError:
+        return None
+    keys = {"topic", "private", "ops", "bans", "invited"}
+    return data if isinstance(data, dict) and keys <= data.keys() else None
+
+
+def _owner(nick: str) -> str:
+    """The store state that records which CURVE key a nick belongs to."""
+    return "~" + nick_key(nick)
+
+
+def _throttled(lim: Limits, wait: float) -> ProtocolError:
+    return ProtocolError(
+        "rate_limited",
+        f"slow down: more than {lim.rate:g} requests a second; try again in {wait:.1f} s",
+        retry_after=round(wait, 3),
+    )
+
+
+#: Requests that never cost a rate-limit token: liveness, confirmations, leaving.
+_UNMETERED = (m.Ping, m.Seen, m.Bye, m.Hello)
 
 
 class BrokerCore:
@@ -130,8 +178,12 @@ class BrokerCore:
 
     # ------------------------------------------------------------ entry points
 
-    def handle(self, peer: bytes, frames: Frames, now: float) -> list[Effect]:
-        """One message from the ROUTER, envelope stripped. Never raises on peer input."""
+    def handle(self, peer: bytes, frames: Frames, now: float, user: str = "") -> list[Effect]:
+        """One message from the ROUTER, envelope stripped. Never raises on peer input.
+
+        ``user`` is the CURVE public key the connection authenticated with, or
+        "" without CURVE; with it, nicks and sessions belong to keys.
+        """
         self.counters.requests += 1
         try:
             req = decode_request(frames)
@@ -146,20 +198,46 @@ class BrokerCore:
         if isinstance(req, m.Stats):  # an operator's question: no session needed
             return [Send(peer, self._stats(req.rid, now))]
         session = self._by_peer.get(peer)
+        if session is not None and session.user != user:
+            # A routing id reused by another key (a peer may choose its id):
+            # that is not this session, whatever the id says.
+            session = None
         if session is not None:
             session.last_seen = now
         out = []
         try:
             if isinstance(req, m.Hello):
-                self._hello(peer, session, req, now, out)
+                self._hello(peer, session, req, now, user, out)
             elif session is None:
                 raise ProtocolError("not_registered", "say HELLO with a nick first")
             else:
+                if not isinstance(req, _UNMETERED):
+                    self._spend(session, now)
                 self._dispatch(session, req, now, out)
         except ProtocolError as exc:
             self.counters.errors += 1
-            out.append(Send(peer, m.Error(req.rid, exc.code, exc.text)))
+            out.append(Send(peer, m.Error(req.rid, exc.code, exc.text, exc.retry_after)))
         return out
+
+    def _spend(self, s: Session, now: float) -> None:
+        """Take one token from the session's bucket or refuse with a retry-after (§6.12).
+
+        Once refused, a session stays refused until the retry-after has passed,
+        so what it pipelined meanwhile is refused too and, resent in order,
+        keeps its order.
+        """
+        lim = self.config.limits
+        if now < s.blocked_until:
+            self.counters.throttled += 1
+            raise _throttled(lim, s.blocked_until - now)
+        s.tokens = min(float(lim.burst), s.tokens + (now - s.refilled) * lim.rate)
+        s.refilled = now
+        if s.tokens < 1.0:
+            wait = max(1.0 / lim.rate, min(1.0, lim.burst / lim.rate))
+            s.blocked_until = now + wait
+            self.counters.throttled += 1
+            raise _throttled(lim, wait)
+        s.tokens -= 1.0
 
     def subscribed(self, topic: bytes) -> list[Effect]:
         """A subscription arrived on the XPUB socket (§5.2)."""
@@ -227,10 +305,19 @@ class BrokerCore:
             self._topic(s, req, now, out)
         elif isinstance(req, m.Who):
             room = self._rooms.get(req.room)
+            settings = room or self._load_room(req.room)
+            if settings.private and req.room not in s.rooms:
+                raise ProtocolError("not_member", f"#{req.room} is invite-only")
             members, more = _fit_names(_nicks(room), _LIST_BUDGET)
             out.append(Send(s.peer, m.Names(req.rid, req.room, members, more)))
         elif isinstance(req, m.Rooms):
-            out.append(Send(s.peer, self._room_list(req.rid)))
+            out.append(Send(s.peer, self._room_list(req.rid, s)))
+        elif isinstance(req, m.Invite):
+            self._invite(s, req, out)
+        elif isinstance(req, m.Kick):
+            self._kick(s, req, now, out)
+        elif isinstance(req, m.Ban):
+            self._ban(s, req, now, out)
         elif isinstance(req, m.History):
             self._history(s, req, out)
         elif isinstance(req, m.Seen):
@@ -246,12 +333,18 @@ class BrokerCore:
             raise ProtocolError("unknown_type", f"unhandled {type(req).__name__}")
 
     def _hello(
-        self, peer: bytes, current: Session | None, req: m.Hello, now: float, out: list[Effect]
+        self,
+        peer: bytes,
+        current: Session | None,
+        req: m.Hello,
+        now: float,
+        user: str,
+        out: list[Effect],
     ) -> None:
         if current is not None:
             raise ProtocolError("already_registered", f"already registered as {current.nick}")
         session = self._by_token.get(req.resume) if req.resume else None
-        if session is not None:
+        if session is not None and session.user == user:  # a token alone is not enough
             # The same client on a new connection: its old routing id is dead.
             self._by_peer.pop(session.peer, None)
             session.peer = peer
@@ -265,7 +358,10 @@ class BrokerCore:
             raise ProtocolError("nick_taken", f"the nick {req.nick} is taken; pick another")
         if len(self._by_token) >= self.config.limits.max_clients:
             raise ProtocolError("full", "the broker has as many clients as it takes; try later")
-        session = Session(self._new_token(), req.nick, peer, now)
+        self._claim(req.nick, user)
+        lim = self.config.limits
+        session = Session(self._new_token(), req.nick, peer, now, user, tokens=lim.burst)
+        session.refilled = now
         self._by_peer[peer] = session
         self._by_token[session.token] = session
         self._by_nick[nick_key(session.nick)] = session
@@ -285,6 +381,16 @@ class BrokerCore:
         )  # fmt: skip
         self._deliver_inbox(s, now, out)
 
+    def _claim(self, nick: str, user: str) -> None:
+        """With CURVE, a nick belongs to the first key that used it (§6.11)."""
+        if not user:
+            return
+        owner = self.store.get_state(_owner(nick))
+        if owner is None:
+            self.store.set_state(_owner(nick), user.encode())
+        elif owner.decode() != user:
+            raise ProtocolError("nick_taken", f"the nick {nick} belongs to another key")
+
     def _join(self, s: Session, req: m.Join, now: float, out: list[Effect]) -> None:
         room = self._rooms.get(req.room)
         if req.room not in s.rooms:
@@ -294,7 +400,16 @@ class BrokerCore:
                     f"you are in {len(s.rooms)} rooms, the most allowed; leave one first",
                 )
             if room is None:
-                room = self._rooms[req.room] = Room(req.room, self._load_topic(req.room))
+                room = self._load_room(req.room)
+                if not room.ops:  # a new room (or one made by `zchat send`): the joiner runs it
+                    room.ops |= _ids(s)
+                    room.private = req.private
+                    self._save_room(room)
+            if room.bans & _ids(s) and not self._is_op(s, room):
+                raise ProtocolError("banned", f"you are banned from #{req.room}")
+            if room.private and not (room.invited & _ids(s) or self._is_op(s, room)):
+                raise ProtocolError("invite_only", f"#{req.room} is invite-only")
+            self._rooms[req.room] = room
             room.members.add(s)
             s.rooms.add(req.room)
             self._event(req.room, "join", s.nick, "", now, out)
@@ -303,17 +418,18 @@ class BrokerCore:
         history = _fit_events(self._read(req.room, 0, req.history, before=True), newest=True)
         members, more = _fit_names(_nicks(room), _LIST_BUDGET // 4)
         last = self.store.last(_room_log(req.room))
-        out.append(
-            Send(s.peer, m.Joined(req.rid, req.room, room.topic, members, last, history, more))
-        )
+        joined = m.Joined(req.rid, req.room, room.topic, members, last, history, more, room.private)
+        out.append(Send(s.peer, joined))
 
-    def _part(self, s: Session, name: str, reason: str, now: float, out: list[Effect]) -> None:
+    def _part(
+        self, s: Session, name: str, reason: str, now: float, out: list[Effect], kind: str = "leave"
+    ) -> None:
         s.rooms.discard(name)
         room = self._rooms.get(name)
         if room is None:
             return
+        self._event(name, kind, s.nick, reason, now, out)  # before: a private room tells s too
         room.members.discard(s)
-        self._event(name, "leave", s.nick, reason, now, out)
         out.append(Show(f"- {s.nick} left #{name} ({reason})"))
         if not room.members:
             del self._rooms[name]  # its log and topic stay in the store
@@ -328,6 +444,14 @@ class BrokerCore:
         out.append(Show(f"- {s.nick} gone ({reason})"))
 
     def _say(self, s: Session, req: m.Say, now: float, out: list[Effect]) -> None:
+        room = self._rooms.get(req.room)
+        if req.room not in s.rooms:
+            # Posting from outside (zchat send) is for public rooms one is not banned from.
+            settings = room or self._load_room(req.room)
+            if settings.private:
+                raise ProtocolError("not_member", f"join #{req.room} to talk there")
+            if settings.bans & _ids(s):
+                raise ProtocolError("banned", f"you are banned from #{req.room}")
         kind = "action" if req.action else "msg"
         seq, dup = self._event(req.room, kind, s.nick, req.text, now, out, req.id)
         if dup:
@@ -375,6 +499,7 @@ class BrokerCore:
         holder = self._by_nick.get(nick_key(new))
         if holder is not None and holder is not s:
             raise ProtocolError("nick_taken", f"the nick {new} is taken; pick another")
+        self._claim(new, s.user)
         del self._by_nick[nick_key(old)]
         s.nick = new
         self._by_nick[nick_key(new)] = s
@@ -387,12 +512,16 @@ class BrokerCore:
     def _topic(self, s: Session, req: m.Topic, now: float, out: list[Effect]) -> None:
         room = self._rooms.get(req.room)
         if req.topic is None:
-            topic = room.topic if room else self._load_topic(req.room)
+            settings = room or self._load_room(req.room)
+            if settings.private and req.room not in s.rooms:
+                raise ProtocolError("not_member", f"#{req.room} is invite-only")
+            topic = settings.topic
         else:
             if room is None or s not in room.members:
                 raise ProtocolError("not_member", f"join #{req.room} to set its topic")
+            self._require_op(s, room)
             room.topic = topic = req.topic
-            self.store.set_state(_room_log(req.room), topic.encode())
+            self._save_room(room)
             self._event(req.room, "topic", s.nick, topic, now, out)
             out.append(Show(f"* {s.nick} set the topic of #{req.room}: {topic}"))
         out.append(Send(s.peer, m.TopicIs(req.rid, req.room, topic)))
@@ -401,17 +530,98 @@ class BrokerCore:
         counters = [m.Stat(f.name, getattr(self.counters, f.name)) for f in fields(Counters)]
         return m.StatsReply(rid, self.started, now, len(self._by_token), len(self._rooms), counters)
 
-    def _room_list(self, rid: int) -> m.RoomList:
+    def _room_list(self, rid: int, s: Session) -> m.RoomList:
         budget = _LIST_BUDGET
         infos: list[m.RoomInfo] = []
-        for room in sorted(self._rooms.values(), key=lambda r: r.name):
+        visible = [r for r in self._rooms.values() if not r.private or r.name in s.rooms]
+        for room in sorted(visible, key=lambda r: r.name):
             budget -= len(room.name) + len(room.topic.encode()) + 16
             if budget < 0 or len(infos) == self.config.limits.max_listed_rooms:
                 break
             infos.append(m.RoomInfo(room.name, len(room.members), room.topic))
-        return m.RoomList(rid, infos, len(self._rooms) - len(infos))
+        return m.RoomList(rid, infos, len(visible) - len(infos))
+
+    # ------------------------------------------------------------ moderation
+
+    def _is_op(self, s: Session, room: Room) -> bool:
+        return bool(room.ops & _ids(s)) or nick_key(s.nick) in self.config.admins
+
+    def _target_ids(self, nick: str) -> set[str]:
+        """A nick and, with CURVE, the key that owns it: bans and invites name both,
+        so a new nick does not escape a ban."""
+        ids = {nick_key(nick)}
+        owner = self.store.get_state(_owner(nick))
+        if owner:
+            ids.add("key:" + owner.decode())
+        return ids
+
+    def _require_op(self, s: Session, room: Room) -> None:
+        if not self._is_op(s, room):
+            raise ProtocolError("not_op", f"only operators of #{room.name} can do that")
+
+    def _live_room_for_op(self, s: Session, name: str) -> Room:
+        room = self._rooms.get(name)
+        if room is None or s not in room.members:
+            raise ProtocolError("not_member", f"join #{name} first")
+        self._require_op(s, room)
+        return room
+
+    def _invite(self, s: Session, req: m.Invite, out: list[Effect]) -> None:
+        room = self._live_room_for_op(s, req.room)
+        ids = self._target_ids(req.nick)
+        if len(room.invited | ids) > self.config.limits.max_room_list:
+            raise ProtocolError("too_many", f"#{room.name} has as many invites as it keeps")
+        room.invited |= ids
+        room.bans -= ids
+        self._save_room(room)
+        target = self._by_nick.get(nick_key(req.nick))
+        if target is not None:
+            out.append(Send(target.peer, m.Invited(room.name, s.nick)))
+        out.append(Show(f"* {s.nick} invited {req.nick} to #{room.name}"))
+        out.append(Send(s.peer, m.Ok(req.rid)))
+
+    def _kick(self, s: Session, req: m.Kick, now: float, out: list[Effect]) -> None:
+        room = self._live_room_for_op(s, req.room)
+        target = self._by_nick.get(nick_key(req.nick))
+        if target is None or target not in room.members:
+            raise ProtocolError("not_member", f"{req.nick} is not in #{room.name}")
+        self._remove(s, target, room, req.reason, now, out)
+        out.append(Send(s.peer, m.Ok(req.rid)))
+
+    def _ban(self, s: Session, req: m.Ban, now: float, out: list[Effect]) -> None:
+        room = self._live_room_for_op(s, req.room)
+        ids = self._target_ids(req.nick)
+        if req.ban:
+            if len(room.bans | ids) > self.config.limits.max_room_list:
+                raise ProtocolError("too_many", f"#{room.name} has as many bans as it keeps")
+            room.bans |= ids
+            room.invited -= ids
+        else:
+            room.bans -= ids
+        self._save_room(room)
+        target = self._by_nick.get(nick_key(req.nick))
+        if req.ban and target is not None and target in room.members:
+            self._remove(s, target, room, "banned", now, out)
+        out.append(
+            Show(f"* {s.nick} {'banned' if req.ban else 'unbanned'} {req.nick} in #{room.name}")
+        )
+        out.append(Send(s.peer, m.Ok(req.rid)))
+
+    def _remove(
+        self, by: Session, target: Session, room: Room, reason: str, now: float, out: list[Effect]
+    ) -> None:
+        if room.private:
+            room.invited -= _ids(target)
+            self._save_room(room)
+        why = f"by {by.nick}" + (f": {reason}" if reason else "")
+        self._part(target, room.name, why, now, out, kind="kick")
 
     def _history(self, s: Session, req: m.History, out: list[Effect]) -> None:
+        if (
+            req.room not in s.rooms
+            and (self._rooms.get(req.room) or self._load_room(req.room)).private
+        ):
+            raise ProtocolError("not_member", f"#{req.room} is invite-only")
         if req.after:
             events = self._read(req.room, req.after, req.limit, before=False)
             events = _fit_events(events, newest=False)
@@ -433,12 +643,22 @@ class BrokerCore:
         out: list[Effect],
         msg_id: str = "",
     ) -> tuple[int, bool]:
-        """Append one event to a room's log and publish it unless it is a duplicate."""
+        """Append one event to a room's log and deliver it unless it is a duplicate.
+
+        Public rooms publish it; a private room's events go to each member's
+        DEALER and never near the broadcast socket (§6.11).
+        """
         msg_id = msg_id or uuid.uuid4().hex
         body = msgpack.packb((kind, nick, text, now))
         stored = self.store.append(_room_log(room), msg_id, nick, body)
         if not stored.duplicate:
-            out.append(Publish(m.Event(room, stored.seq, kind, nick, text, now, msg_id)))
+            event = m.Event(room, stored.seq, kind, nick, text, now, msg_id)
+            live = self._rooms.get(room)
+            if live is not None and live.private:
+                push = m.PrivateEvent(event)
+                out.extend(Send(member.peer, push) for member in live.members)
+            else:
+                out.append(Publish(event))
         return stored.seq, stored.duplicate
 
     def _read(self, room: str, pos: int, limit: int, before: bool) -> list[m.Event]:
@@ -452,9 +672,30 @@ class BrokerCore:
             events.append(m.Event(room, e.seq, kind, nick, text, ts, e.msg_id))
         return events
 
-    def _load_topic(self, room: str) -> str:
-        raw = self.store.get_state(_room_log(room))
-        return raw.decode() if raw else ""
+    def _load_room(self, name: str) -> Room:
+        """A room's settings from the store (a fresh Room if it has none)."""
+        room = Room(name)
+        raw = self.store.get_state(_room_log(name))
+        data = _settings(raw) if raw else None
+        if raw and data is None:  # anything else there can only be a bare topic
+            room.topic = raw.decode("utf-8", "replace")
+        if data is not None:
+            room.topic = data["topic"]
+            room.private = data["private"]
+            room.ops, room.bans, room.invited = (
+                set(data["ops"]), set(data["bans"]), set(data["invited"])
+            )  # fmt: skip
+        return room
+
+    def _save_room(self, room: Room) -> None:
+        settings = {
+            "topic": room.topic,
+            "private": room.private,
+            "ops": sorted(room.ops),
+            "bans": sorted(room.bans),
+            "invited": sorted(room.invited),
+        }
+        self.store.set_state(_room_log(room.name), msgpack.packb(settings))
 
 
 #: Bytes of names or events one reply may carry, well under MAX_BODY_BYTES.

@@ -19,9 +19,13 @@ from typing import TextIO
 
 import zmq
 
+from zchat.broker.auth import DOMAIN, KeyRing, zap_reply
 from zchat.broker.core import BrokerCore, CoreConfig, Effect, Limits, Publish, Send
+from zchat.broker.display import Display
+from zchat.config import BrokerConfig
+from zchat.keys import load_secret
 from zchat.protocol import ProtocolError, encode
-from zchat.protocol.rules import MAX_BODY_BYTES
+from zchat.protocol.rules import MAX_BODY_BYTES, nick_key
 from zchat.store import Store
 
 #: Requests handled per wake-up and per store transaction.
@@ -42,6 +46,15 @@ def announce_endpoint(bound: str) -> str:
     return bound
 
 
+def is_local(endpoint: str) -> bool:
+    """True for endpoints no other host can reach: loopback TCP, ipc, inproc."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme != "tcp":
+        return True
+    host = rest.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def _pub_default(bind: str) -> str:
     """Bind the broadcast socket on the request socket's host, on a port the OS picks."""
     scheme, _, rest = bind.partition("://")
@@ -56,27 +69,38 @@ class BrokerServer:
 
     def __init__(
         self,
+        config: BrokerConfig,
         store: Store,
-        bind: str,
-        pub: str | None = None,
-        *,
-        heartbeat: float = 5.0,
-        timeout: float = 15.0,
-        limits: Limits | None = None,
-        hwm: int = HWM,
-        quiet: bool = False,
         out: TextIO | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Bind everything; raises zmq.ZMQError (bind) or KeyFileError (CURVE keys)."""
         self.store = store
-        self.quiet = quiet
-        self.out = out or sys.stdout
+        level = "warning" if config.quiet else config.log_level
+        self.display = Display(out or sys.stdout, config.log_format, level, clock)
         self.clock = clock
+        self.curve = bool(config.curve_secret_key)
+        # Key files first: a typo must not leave half-bound sockets behind.
+        if self.curve:
+            public, secret = load_secret(config.curve_secret_key)
+            self.keyring = KeyRing(config.curve_clients or None, config.curve_open)
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
         self.xpub = self.ctx.socket(zmq.XPUB)
+        self.zap: zmq.Socket[bytes] | None = None
         self._stopping = False
         try:
+            if self.curve:
+                # The ZAP handler must exist before anything is bound: a CURVE
+                # server without one accepts every key (docs/security.md).
+                self.zap = self.ctx.socket(zmq.ROUTER)
+                self.zap.setsockopt(zmq.LINGER, 0)
+                self.zap.bind("inproc://zeromq.zap.01")
+                for sock in (self.router, self.xpub):
+                    sock.curve_server = True
+                    sock.curve_publickey = public
+                    sock.curve_secretkey = secret
+                    sock.zap_domain = DOMAIN
             # Options first: they only apply to later bind() calls.
             for sock in (self.router, self.xpub):
                 sock.setsockopt(zmq.LINGER, 0)
@@ -85,16 +109,16 @@ class BrokerServer:
             # Replies must not be dropped: a client would wait for them. Room
             # traffic may be, per subscriber: clients recover it by seq (§6.5).
             self.router.setsockopt(zmq.SNDHWM, HWM)
-            self.xpub.setsockopt(zmq.SNDHWM, hwm)
+            self.xpub.setsockopt(zmq.SNDHWM, config.hwm)
             self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self.router.setsockopt(zmq.ROUTER_HANDOVER, 0)
             # Headroom over the body limit for the other frames; anything bigger
             # is hostile and libzmq drops that connection before we see it.
-            self.router.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_BODY_BYTES)
+            self.router.setsockopt(zmq.MAXMSGSIZE, MAX_BODY_BYTES + 1024)
             self.xpub.setsockopt(zmq.MAXMSGSIZE, 1024)  # subscriptions only
-            self.router.bind(bind)
+            self.router.bind(config.bind)
             self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-            self.xpub.bind(pub or _pub_default(bind))
+            self.xpub.bind(config.pub or _pub_default(config.bind))
             self.pub_endpoint = self.xpub.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError:
             self.close()
@@ -103,9 +127,15 @@ class BrokerServer:
             store,
             CoreConfig(
                 announce_endpoint(self.pub_endpoint),
-                heartbeat,
-                timeout,
-                limits or Limits(),
+                config.heartbeat,
+                config.timeout,
+                Limits(
+                    config.max_clients,
+                    config.max_rooms_per_client,
+                    rate=config.rate,
+                    burst=config.burst,
+                ),
+                frozenset(nick_key(n) for n in config.admins),
             ),
             clock(),
         )
@@ -123,6 +153,8 @@ class BrokerServer:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.xpub, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
+        if self.zap is not None:
+            poller.register(self.zap, zmq.POLLIN)
         try:
             self._tick()
             while not self._stopping:
@@ -132,6 +164,8 @@ class BrokerServer:
                     self._drain_router()
                 if self.xpub in ready:
                     self._drain_xpub()
+                if self.zap is not None and self.zap in ready:
+                    self._answer_zap()
                 if wake_r.fileno() in ready:
                     _drain_fd(wake_r)
                 self._tick()
@@ -161,11 +195,31 @@ class BrokerServer:
         with self.store.batch():
             for _ in range(BATCH):
                 try:
-                    frames = self.router.recv_multipart(zmq.NOBLOCK)
+                    if self.curve:
+                        # Frames (not bytes) to read the authenticated key.
+                        parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
+                        user = str(parts[-1].get("User-Id") or "")
+                        frames = [p.bytes for p in parts]
+                    else:
+                        frames = self.router.recv_multipart(zmq.NOBLOCK)
+                        user = ""
                 except zmq.Again:
                     break
-                effects.extend(handle(frames[0], frames[1:], now))
+                effects.extend(handle(frames[0], frames[1:], now, user))
         self._carry_out(effects)
+
+    def _answer_zap(self) -> None:
+        assert self.zap is not None
+        for _ in range(BATCH):
+            try:
+                request = self.zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            reply, line = zap_reply(request, self.keyring)
+            if reply:
+                self.zap.send_multipart(reply)
+            if line:
+                self._show(line)
 
     def _drain_xpub(self) -> None:
         effects: list[Effect] = []
@@ -186,12 +240,10 @@ class BrokerServer:
                 self.core.counters.published += 1
             elif isinstance(fx, Send):
                 self._send(fx)
-            elif not self.quiet or fx.line.startswith("!"):
+            else:
                 lines.append(fx.line)
         if lines:
-            stamp = time.strftime("%H:%M:%S")
-            self.out.write("".join(f"{stamp} {line}\n" for line in lines))
-            self.out.flush()
+            self.display.show(lines)
 
     def _send(self, fx: Send) -> None:
         try:
@@ -210,10 +262,11 @@ class BrokerServer:
             self._show(f"! dropped {fx.msg.TYPE.decode()} to {fx.peer.hex()}: peer {why}")
 
     def _show(self, line: str) -> None:
-        self.out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
-        self.out.flush()
+        self.display.show([line])
 
     def close(self) -> None:
+        if self.zap is not None:
+            self.zap.close(linger=0)
         self.router.close(linger=0)
         # A moment for SHUTDOWN to leave; a stuck subscriber cannot hold us longer.
         self.xpub.close(linger=250)

@@ -10,27 +10,43 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from zchat.client.core import ClientCore
 from zchat.client.events import UiEvent, to_json
 from zchat.client.transport import Transport
 from zchat.config import ClientConfig
+from zchat.keys import ClientKeys
 
 
-def run(config: ClientConfig, json_mode: bool = False) -> int:
-    """Run the client until the user leaves; returns the process exit code."""
-    plain = config.plain or json_mode or not sys.stdin.isatty()
+def run(config: ClientConfig, json_mode: bool = False, keys: ClientKeys | None = None) -> int:
+    """Run the client until the user leaves; returns the process exit code.
+
+    ``keys``: the CURVE keys, when the config names them (cli loads them).
+    """
     core = ClientCore(config.nick, config.room, config.history, quit_wait=config.wait)
     try:
-        if plain:
-            return asyncio.run(_plain(core, config, _line_writer(sys.stdout, json_mode)))
-        return asyncio.run(_interactive(core, config))
+        if config.plain or json_mode or not interactive_terminal():
+            show = _line_writer(sys.stdout, json_mode)
+            return asyncio.run(_plain(core, config, show, keys))
+        return asyncio.run(_interactive(core, config, keys))
     except KeyboardInterrupt:
         return 130
+
+
+def interactive_terminal(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether the full-screen UI can run: stdin and stdout are terminals that move a cursor.
+
+    A dumb terminal (TERM=dumb or unset, as in editors' shells) gets the plain
+    line mode: it cannot redraw a screen, but it shows lines fine.
+    """
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return False
+    return env.get("TERM", "dumb") != "dumb"
 
 
 def _line_writer(out: TextIO, json_mode: bool) -> Callable[[UiEvent], None]:
@@ -41,8 +57,13 @@ def _line_writer(out: TextIO, json_mode: bool) -> Callable[[UiEvent], None]:
     return write
 
 
-async def _plain(core: ClientCore, config: ClientConfig, show: Callable[[UiEvent], None]) -> int:
-    transport = Transport(core, config.connect, show)
+async def _plain(
+    core: ClientCore,
+    config: ClientConfig,
+    show: Callable[[UiEvent], None],
+    keys: ClientKeys | None,
+) -> int:
+    transport = Transport(core, config.connect, show, keys=keys)
     pump = asyncio.create_task(_pump_stdin(transport))
     try:
         return await transport.run()
@@ -65,29 +86,43 @@ async def _pump_stdin(transport: Transport) -> None:
     transport.feed("/quit")
 
 
-async def _interactive(core: ClientCore, config: ClientConfig) -> int:
-    from prompt_toolkit import PromptSession
-    from prompt_toolkit.patch_stdout import patch_stdout
+async def _interactive(core: ClientCore, config: ClientConfig, keys: ClientKeys | None) -> int:
+    """The full-screen UI and the Transport, side by side on this one loop."""
+    from zchat.client.tui import ChatScreen, wants_colour
 
-    session: PromptSession[str] = PromptSession()
-
-    def show(event: UiEvent) -> None:
-        print(event.plain(), flush=True)
-
-    transport = Transport(core, config.connect, show)
-
-    async def keyboard() -> None:
-        while True:
-            try:
-                line = await session.prompt_async(lambda: f"[#{core.current or '-'}] ")
-            except (EOFError, KeyboardInterrupt):
-                transport.feed("/quit")
-                return
-            transport.feed(line)
-
-    with patch_stdout(raw=True):
-        keys = asyncio.create_task(keyboard())
+    bell = bool(getattr(config, "bell", True))  # a [client] config key, default on
+    screen = ChatScreen(core, bell=bell, colour=wants_colour(os.environ))
+    transport = Transport(core, config.connect, screen.show, keys=keys)
+    screen.submit = transport.feed
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, transport.feed, "/quit")  # leave properly, then exit
+    ui = asyncio.create_task(screen.run())
+    net = asyncio.create_task(transport.run())
+    failed: BaseException | None = None
+    try:
+        await asyncio.wait({ui, net}, return_when=asyncio.FIRST_COMPLETED)
+        if not net.done():  # the screen ended first, so it failed: stop the sockets too
+            transport.quit(70)
+        code = await net
+    finally:
+        if screen.app.is_running:
+            screen.exit()
+        else:
+            ui.cancel()  # not started yet
         try:
-            return await transport.run()
-        finally:
-            keys.cancel()
+            await ui
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            failed = exc
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    # The screen is gone: say why we stopped where it stays visible.
+    if failed is not None:
+        print(f"!! the screen failed: {failed!r}", file=sys.stderr)
+        return 70
+    if code:
+        for problem in screen.problems:
+            print(problem.plain(), file=sys.stderr)
+    return code

@@ -15,14 +15,19 @@ reconnect (the broker drops duplicates by message id).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import re
 import secrets
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 from zchat.client.events import (
     Chat,
+    Clear,
     DirectLine,
     Info,
     Problem,
@@ -32,7 +37,12 @@ from zchat.client.events import (
 )
 from zchat.protocol import ProtocolError
 from zchat.protocol import messages as m
-from zchat.protocol.rules import MAX_HISTORY, check_topic, nick_key, normalize_room
+from zchat.protocol.rules import MAX_HISTORY, check_nick, check_topic, nick_key, normalize_room
+
+#: Messages in flight at once; more wait in the outbox. Bounds what a
+#: throttled client has to resend and keeps its order (§6.12).
+WINDOW = 64
+R = TypeVar("R", bound=m.Request)
 
 # ----------------------------------------------------------------- actions
 
@@ -86,7 +96,16 @@ HELP = {
     "rooms": "/rooms - list rooms with member counts and topics",
     "topic": "/topic [TEXT] - show or set the current room's topic",
     "switch": "/switch ROOM - make ROOM (joined already) the current room",
+    "query": "/query [NICK] - send what you type to NICK as DMs (no NICK: back to the room)",
+    "away": "/away [MESSAGE] - mark yourself away and tell the room; /away again when back",
+    "names": "/names [ROOM] - who is in ROOM (same as /who)",
+    "clear": "/clear - clear the screen of the current room or query",
     "history": "/history [N] - show the last N messages of the current room",
+    "private": "/private ROOM - create (or join) an invite-only room",
+    "invite": "/invite NICK - let NICK into the current (private) room; operators only",
+    "kick": "/kick NICK [REASON] - remove NICK from the current room; operators only",
+    "ban": "/ban NICK - keep NICK out of the current room; operators only",
+    "unban": "/unban NICK - lift a ban in the current room; operators only",
     "help": "/help [COMMAND] - this list, or one command's help",
     "quit": "/quit [REASON] - leave the chat (typing exit does the same)",
 }
@@ -102,8 +121,13 @@ class RoomView:
     last: int = 0  # seq of the last event shown
     joined: bool = False  # JOINED received for the current connection
     fetching: bool = False  # a HISTORY(after=last) is in flight
+    private: bool = False  # asked to be created invite-only (§6.11)
     acked: int = 0  # the highest seq the broker gave a message of ours
     buffer: dict[int, m.Event] = field(default_factory=dict)  # seq -> event, not yet shown
+    #: Who is here, nick_key -> nick: JOINED's members, then join/leave/nick events
+    #: after ``members_at`` (the seq JOINED counted them at). For completion.
+    members: dict[str, str] = field(default_factory=dict)
+    members_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +153,10 @@ class ClientCore:
         self.nick = nick
         self.history = history
         self.current: str | None = room
+        #: Set by /query NICK: plain lines go to NICK as DMs instead of the room.
+        self.query: str | None = None
+        #: Set by /away: the away message ("" for none); None when here.
+        self.away: str | None = None
         self.rooms: dict[str, RoomView] = {}
         self.state = "connecting"
         self.session = ""
@@ -152,6 +180,11 @@ class ClientCore:
         # the outbox so a flush walks only what may still go, not every
         # message in flight.
         self._unsent: OrderedDict[str, None] = OrderedDict()
+        # Refused by the rate limit, in the order sent: they go again first,
+        # once the broker's retry-after (`_hold_until`) has passed (§6.12).
+        self._refused: OrderedDict[str, None] = OrderedDict()
+        self._hold_until = 0.0
+        self._throttled_later = 0  # how many of `_later` are throttled requests, at its front
         self._later: list[Callable[[int], m.Request]] = []  # asked for before connected
         self._retry = 2.0  # seconds before a HELLO is tried again; doubles to 32
         # Ids of DMs shown lately: an unconfirmed DM comes again after a reconnect.
@@ -171,6 +204,9 @@ class ClientCore:
         self.state = "connecting"
         self._pending.clear()
         self._unsent = OrderedDict.fromkeys(self.outbox)
+        self._refused.clear()
+        self._hold_until = 0.0
+        self._throttled_later = 0
         self._bye_sent = False
         self._syncs.clear()
         self._last_rx = self._last_beat_rx = self._last_tx = now
@@ -208,6 +244,9 @@ class ClientCore:
             return self._lost("the broker stopped answering", now)
         if self._last_beat_rx and now - self._last_beat_rx > self.timeout:
             return self._lost("the broadcast socket went silent", now)
+        if self._hold_until and now >= self._hold_until:
+            self._hold_until = 0.0
+            return self._flush_later(now) + self._flush_outbox(now)
         if now - self._last_tx >= self.heartbeat:
             return [self._request(m.Ping(self._next_rid()), now, show=False)]
         return []
@@ -217,7 +256,14 @@ class ClientCore:
             soonest = self._last_tx + self._retry
         else:
             soonest = min(self._last_tx + self.heartbeat, self._last_rx + self.timeout)
+            if self._hold_until:
+                soonest = min(soonest, self._hold_until)
         return min(soonest, self._quit_by) if self.quitting else soonest
+
+    def auth_failed(self, why: str) -> list[Action]:
+        """The CURVE handshake failed: retrying cannot help, so say so and stop."""
+        self.state = "auth_failed"
+        return [Output(StateChange("auth_failed", f"authentication failed: {why}")), Quit(3)]
 
     def _lost(self, why: str, now: float) -> list[Action]:
         self.state = "reconnecting"
@@ -247,7 +293,39 @@ class ClientCore:
     def _usage(self, verb: str) -> list[Action]:
         return [Output(Problem(f"usage: {HELP[verb]}"))]
 
-    def _cmd_join(self, rest: str, now: float) -> list[Action]:
+    def _cmd_private(self, rest: str, now: float) -> list[Action]:
+        if not rest or " " in rest:
+            return self._usage("private")
+        return self._cmd_join(rest, now, private=True)
+
+    def _cmd_invite(self, rest: str, now: float) -> list[Action]:
+        return self._moderate(
+            "invite", rest, now, lambda rid, room, nick, _: m.Invite(rid, room, nick)
+        )
+
+    def _cmd_kick(self, rest: str, now: float) -> list[Action]:
+        return self._moderate("kick", rest, now, m.Kick)
+
+    def _cmd_ban(self, rest: str, now: float) -> list[Action]:
+        return self._moderate("ban", rest, now, lambda rid, room, nick, _: m.Ban(rid, room, nick))
+
+    def _cmd_unban(self, rest: str, now: float) -> list[Action]:
+        return self._moderate(
+            "unban", rest, now, lambda rid, room, nick, _: m.Ban(rid, room, nick, False)
+        )
+
+    def _moderate(
+        self, verb: str, rest: str, now: float, build: Callable[[int, str, str, str], m.Request]
+    ) -> list[Action]:
+        nick, _, reason = rest.partition(" ")
+        room = self.current
+        if not nick or (reason and verb != "kick"):
+            return self._usage(verb)
+        if room is None:
+            return [Output(Problem("join a room first"))]
+        return self._simple(lambda rid: build(rid, room, nick, reason.strip()), now)
+
+    def _cmd_join(self, rest: str, now: float, private: bool = False) -> list[Action]:
         if not rest or " " in rest:
             return self._usage("join")
         try:
@@ -255,9 +333,10 @@ class ClientCore:
         except ProtocolError as exc:
             return [Output(Problem(exc.text))]
         self.current = room
+        self.query = None
         if room in self.rooms:
             return [Output(Info(f"now talking in #{room}"))]
-        self.rooms[room] = RoomView(room)
+        self.rooms[room] = RoomView(room, private=private)
         return self._start_joins([room], now)
 
     def _cmd_leave(self, rest: str, now: float) -> list[Action]:
@@ -322,7 +401,40 @@ class ClientCore:
         if room not in self.rooms:
             return [Output(Problem(f"you are not in #{room}; /join it first"))]
         self.current = room
+        self.query = None
         return [Output(Info(f"now talking in #{room}"))]
+
+    def _cmd_query(self, rest: str, now: float) -> list[Action]:
+        if not rest:
+            self.query = None
+            where = f"in #{self.current}" if self.current else "in no room: /join one"
+            return [Output(Info(f"now talking {where}"))]
+        try:
+            nick = check_nick(rest)
+        except ProtocolError:
+            return self._usage("query")
+        self.query = nick
+        return [Output(Info(f"now talking to {nick} in private; /query alone to leave"))]
+
+    def _cmd_away(self, rest: str, now: float) -> list[Action]:
+        """Away is local (the status line) plus an action line in the current room."""
+        if self.away is not None and not rest:
+            self.away = None
+            told = "is back"
+        else:
+            self.away = rest
+            told = f"is away: {rest}" if rest else "is away"
+        shown: list[Action] = [Output(Info("you are back" if self.away is None else "away"))]
+        room = self.current
+        if room is None:
+            return shown
+        return shown + self._send_outbox(lambda rid, mid: m.Say(rid, room, mid, told, True), now)
+
+    def _cmd_names(self, rest: str, now: float) -> list[Action]:
+        return self._cmd_who(rest, now)
+
+    def _cmd_clear(self, rest: str, now: float) -> list[Action]:
+        return [Output(Clear())]
 
     def _cmd_history(self, rest: str, now: float) -> list[Action]:
         room = self.current
@@ -371,6 +483,9 @@ class ClientCore:
         return [self._request(m.Bye(self._next_rid(), self._quit_reason), now)]
 
     def _say_current(self, text: str, action: bool, now: float) -> list[Action]:
+        to = self.query
+        if to is not None:
+            return self._send_outbox(lambda rid, mid: m.Tell(rid, to, mid, text, action), now)
         room = self.current
         if room is None:
             return [Output(Problem("you are in no room: /join one first"))]
@@ -391,17 +506,22 @@ class ClientCore:
         A message for a room waits for that room's JOINED, so a script's
         ``/join dev`` then ``hello`` reaches the room in that order.
         """
-        if self.state != "ready":
+        if self.state != "ready" or now < self._hold_until:
             return []
         actions: list[Action] = []
-        for msg_id in list(self._unsent):
-            queued = self.outbox[msg_id]
-            if isinstance(queued, m.Say):
-                view = self.rooms.get(queued.room)
-                if view is not None and not view.joined:
-                    continue
-            del self._unsent[msg_id]
-            actions.append(self._request(_with_rid(queued, self._next_rid()), now))
+        in_flight = len(self.outbox) - len(self._unsent) - len(self._refused)
+        for queue in (self._refused, self._unsent):
+            for msg_id in list(queue):
+                if in_flight >= WINDOW:
+                    return actions
+                queued = self.outbox[msg_id]
+                if isinstance(queued, m.Say):
+                    view = self.rooms.get(queued.room)
+                    if view is not None and not view.joined:
+                        continue
+                del queue[msg_id]
+                in_flight += 1
+                actions.append(self._request(_with_rid(queued, self._next_rid()), now))
         return actions
 
     def _simple(self, build: Callable[[int], m.Request], now: float) -> list[Action]:
@@ -409,8 +529,9 @@ class ClientCore:
             msg = build(self._next_rid())
         except ProtocolError as exc:
             return [Output(Problem(exc.text))]
-        if self.state != "ready" or self._joining():
-            # Keep the order the user typed: after the connection and the joins.
+        if self.state != "ready" or self._joining() or now < self._hold_until:
+            # Keep the order the user typed: after the connection, the joins and
+            # any rate-limit wait.
             self._later.append(build)
             return []
         return [self._request(msg, now)]
@@ -421,6 +542,9 @@ class ClientCore:
     def _flush_later(self, now: float) -> list[Action]:
         if self.state != "ready" or self._joining() or not self._later:
             return []
+        if now < self._hold_until:
+            return []
+        self._throttled_later = 0
         later, self._later = self._later, []
         return [self._request(build(self._next_rid()), now) for build in later]
 
@@ -435,6 +559,11 @@ class ClientCore:
     def _on_direct(self, msg: m.Reply | m.Push, now: float) -> list[Action]:
         if isinstance(msg, m.Dm):
             return self._on_dm(msg, now)
+        if isinstance(msg, m.PrivateEvent):
+            return self._on_event(msg.event, now)
+        if isinstance(msg, m.Invited):
+            text = f"{msg.by} invited you to #{msg.room}: /join {msg.room}"
+            return [Output(Info(text))]
         assert isinstance(msg, m.Reply)
         pending = self._pending.pop(msg.rid, None)
         if pending is None:
@@ -451,7 +580,7 @@ class ClientCore:
         if isinstance(msg, m.Ack):
             sent = self.outbox.pop(msg.id, None)
             self._unsent.pop(msg.id, None)
-            shown: list[Action] = []
+            shown = self._flush_outbox(now)  # the window has room again
             view = self.rooms.get(sent.room) if isinstance(sent, m.Say) else None
             if view is not None:
                 # Our own line comes back on the SUB; a duplicate was published
@@ -472,6 +601,9 @@ class ClientCore:
                     actions += self._advance(view, head.last, now)
             return actions
         if isinstance(msg, m.Names):
+            view = self.rooms.get(msg.room)
+            if view is not None and not msg.more:
+                view.members = {nick_key(n): n for n in msg.members}
             names = ", ".join(msg.members) or "nobody"
             more = f" and {msg.more} more" if msg.more else ""
             return [Output(Info(f"#{msg.room}: {names}{more}"))]
@@ -518,8 +650,10 @@ class ClientCore:
             actions: list[Action] = [Unsubscribe(m.sync_topic(msg.token))]
             for room in rooms:
                 if room in self.rooms:
-                    history = 0 if self.rooms[room].last else self.history
-                    actions.append(self._request(m.Join(self._next_rid(), room, history), now))
+                    view = self.rooms[room]
+                    history = 0 if view.last else self.history
+                    join = m.Join(self._next_rid(), room, history, view.private)
+                    actions.append(self._request(join, now))
             return actions + self._flush_later(now) + self._flush_outbox(now)
         if isinstance(msg, m.Shutdown):
             return self._lost(f"the broker is going away ({msg.reason})", now)
@@ -578,6 +712,9 @@ class ClientCore:
         if view is None:  # left again before the reply came
             return self._flush_later(now) + self._flush_outbox(now)
         actions: list[Action] = []
+        if view.private and not msg.private:
+            actions.append(Output(Problem(f"#{msg.room} exists already and is not invite-only")))
+            view.private = False
         if not view.last:
             here = len(msg.members) + msg.more
             actions.append(Output(Info(f"joined #{msg.room} ({here} here)")))
@@ -586,6 +723,8 @@ class ClientCore:
             for ev in msg.history:
                 actions += self._show(view, ev, history=True)
             view.last = max(view.last, msg.last)
+        view.members = {nick_key(n): n for n in msg.members}
+        view.members_at = msg.last
         view.joined = True
         view.buffer = {s: e for s, e in view.buffer.items() if s > view.last}
         actions += self._advance(view, msg.last, now)
@@ -618,6 +757,12 @@ class ClientCore:
         view = self.rooms.get(ev.room)
         if view is None or ev.seq <= view.last:
             return []  # not ours, or already shown
+        if ev.kind == "kick" and nick_key(ev.nick) == nick_key(self.nick) and view.joined:
+            # We were removed: the room is no longer ours (§6.11).
+            del self.rooms[ev.room]
+            if self.current == ev.room:
+                self.current = next(iter(self.rooms), None)
+            return [Output(_to_ui(ev, self.nick, False)), Unsubscribe(m.room_topic(ev.room))]
         view.buffer[ev.seq] = ev
         if not view.joined:
             return []  # merged when JOINED arrives
@@ -638,6 +783,15 @@ class ClientCore:
 
     def _show(self, view: RoomView, ev: m.Event, history: bool = False) -> list[Action]:
         view.last = max(view.last, ev.seq)
+        if ev.seq > view.members_at:
+            view.members_at = ev.seq
+            if ev.kind == "join":
+                view.members[nick_key(ev.nick)] = ev.nick
+            elif ev.kind == "leave":
+                view.members.pop(nick_key(ev.nick), None)
+            elif ev.kind == "nick" and nick_key(ev.nick) in view.members:
+                del view.members[nick_key(ev.nick)]
+                view.members[nick_key(ev.text)] = ev.text
         return [Output(_to_ui(ev, self.nick, history))]
 
     def _on_error(self, req: m.Request, err: m.Error, now: float) -> list[Action]:
@@ -654,6 +808,21 @@ class ClientCore:
             if self.state != "ready":
                 return []
             return self._lost("the broker no longer knows this connection", now)
+        if err.code == "rate_limited":
+            # Throttled, not refused: keep it and send it again when allowed (§6.12).
+            notice: list[Action] = []
+            if now >= self._hold_until:
+                why = "sending too fast: the broker asks to slow down; nothing is lost"
+                notice.append(Output(Problem(why)))
+            self._hold_until = max(self._hold_until, now + max(err.retry_after, 0.05))
+            if isinstance(req, (m.Say, m.Tell)):
+                if req.id in self.outbox:
+                    self._refused[req.id] = None
+            elif not isinstance(req, m.Join) or req.room in self.rooms:
+                # Ahead of what was typed since, behind what was throttled before.
+                self._later.insert(self._throttled_later, functools.partial(_with_rid, req))
+                self._throttled_later += 1
+            return notice
         if isinstance(req, (m.Say, m.Tell)):
             self.outbox.pop(req.id, None)
             self._unsent.pop(req.id, None)
@@ -689,14 +858,19 @@ class ClientCore:
         return Request(msg)
 
 
-def _with_rid(msg: m.Say | m.Tell, rid: int) -> m.Say | m.Tell:
-    if isinstance(msg, m.Say):
-        return m.Say(rid, msg.room, msg.id, msg.text, msg.action)
-    return m.Tell(rid, msg.to, msg.id, msg.text, msg.action)
+def _with_rid(msg: R, rid: int) -> R:
+    """``msg`` again under a new request id (a resend, or a request asked again)."""
+    return cast(R, dataclasses.replace(cast(Any, msg), rid=rid))
 
 
 def _to_ui(ev: m.Event, me: str, history: bool) -> UiEvent:
     if ev.kind in ("msg", "action"):
-        mention = nick_key(me) in ev.text.lower() and nick_key(ev.nick) != nick_key(me)
+        mention = nick_key(ev.nick) != nick_key(me) and mentions(ev.text, me)
         return Chat(ev.room, ev.nick, ev.text, ev.ts, ev.kind == "action", mention, history, ev.seq)
     return RoomNotice(ev.room, ev.kind, ev.nick, ev.text, ev.ts, history, ev.seq)
+
+
+def mentions(text: str, nick: str) -> bool:
+    """Whether ``text`` names ``nick`` as a word: ``bob:`` and ``@Bob`` do, ``bobcat`` does not."""
+    pattern = rf"(?<![A-Za-z0-9_.\-]){re.escape(nick)}(?![A-Za-z0-9_\-]|\.[A-Za-z0-9_])"
+    return re.search(pattern, text, re.IGNORECASE) is not None

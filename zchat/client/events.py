@@ -70,17 +70,21 @@ class RoomNotice:
     history: bool
     seq: int
 
-    def plain(self) -> str:
+    def what(self) -> str:
+        """What happened, in words, escaped: ``bob left #dev (quit)``."""
         nick = safe(self.nick)
         if self.kind == "join":
-            what = f"{nick} joined #{self.room}"
-        elif self.kind == "leave":
-            what = f"{nick} left #{self.room}" + (f" ({safe(self.text)})" if self.text else "")
-        elif self.kind == "nick":
-            what = f"{nick} is now known as {safe(self.text)}"
-        else:
-            what = f"{nick} set the topic of #{self.room}: {safe(self.text)}"
-        return f"{hhmm(self.ts)} #{self.room} -- {what}"
+            return f"{nick} joined #{self.room}"
+        if self.kind == "leave":
+            return f"{nick} left #{self.room}" + (f" ({safe(self.text)})" if self.text else "")
+        if self.kind == "kick":
+            return f"{nick} was removed from #{self.room} ({safe(self.text)})"
+        if self.kind == "nick":
+            return f"{nick} is now known as {safe(self.text)}"
+        return f"{nick} set the topic of #{self.room}: {safe(self.text)}"
+
+    def plain(self) -> str:
+        return f"{hhmm(self.ts)} #{self.room} -- {self.what()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,11 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class StateChange:
-    """The connection state changed: connecting, connected, reconnecting."""
+    """The connection state changed.
+
+    ``state`` is one of ``connecting``, ``connected``, ``reconnecting`` and
+    ``auth_failed``; a UI shows a name it does not know as it is.
+    """
 
     state: str
     text: str
@@ -134,7 +142,15 @@ class StateChange:
         return f"-- {safe(self.text)}"
 
 
-UiEvent = Chat | RoomNotice | DirectLine | Info | Problem | StateChange
+@dataclass(frozen=True, slots=True)
+class Clear:
+    """The user asked to clear the screen (/clear); a line-based output has none to clear."""
+
+    def plain(self) -> str:
+        return "-- /clear only clears the interactive screen"
+
+
+UiEvent = Chat | RoomNotice | DirectLine | Info | Problem | StateChange | Clear
 
 
 def to_json(event: UiEvent) -> str:
@@ -150,4 +166,5 @@ _JSON_NAMES: dict[type, str] = {
     Info: "info",
     Problem: "error",
     StateChange: "state",
+    Clear: "clear",
 }

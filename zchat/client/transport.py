@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from zchat.client.core import (
     Action,
@@ -28,6 +29,7 @@ from zchat.client.core import (
     Unsubscribe,
 )
 from zchat.client.events import Problem, UiEvent
+from zchat.keys import HANDSHAKE_FAILURES, ClientKeys
 from zchat.protocol import ProtocolError, decode_broadcast, decode_from_broker, encode
 from zchat.protocol.rules import MAX_BODY_BYTES
 
@@ -47,8 +49,11 @@ class Transport:
         endpoint: str,
         on_event: Callable[[UiEvent], None],
         clock: Callable[[], float] = time.time,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.core = core
+        self.keys = keys
+        self.monitor: zmq.asyncio.Socket | None = None
         self.endpoint = endpoint
         self.on_event = on_event
         self.clock = clock
@@ -85,6 +90,7 @@ class Transport:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self._close_monitor()
         for sock in (self.dealer, self.sub):
             if sock is not None:
                 sock.close(linger=0)
@@ -100,6 +106,8 @@ class Transport:
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_BODY_BYTES)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5_000)
+        if self.keys is not None:
+            self.keys.apply(sock)
         return sock
 
     def _open_dealer(self) -> None:
@@ -107,11 +115,22 @@ class Transport:
         # No send limit: what waits here is what the user typed (the outbox
         # holds it anyway), and a full queue would make NOBLOCK sends fail.
         self.dealer.setsockopt(zmq.SNDHWM, 0)
+        if self.keys is not None:
+            # With CURVE a refused handshake is otherwise silent retries: watch for it.
+            self.monitor = self.dealer.get_monitor_socket(sum(HANDSHAKE_FAILURES))
+            self._spawn(self._read_monitor(self.monitor))
         self.dealer.connect(self.endpoint)
         self._spawn(self._read_dealer(self.dealer))
         self._apply(self.core.connecting(self.endpoint, self.clock()))
 
+    def _close_monitor(self) -> None:
+        if self.monitor is not None and self.dealer is not None:
+            self.dealer.disable_monitor()
+            self.monitor.close(linger=0)
+        self.monitor = None
+
     def _reconnect(self) -> None:
+        self._close_monitor()
         for sock in (self.dealer, self.sub):
             if sock is not None:
                 sock.close(linger=0)  # its reader task ends with ENOTSOCK
@@ -151,6 +170,18 @@ class Transport:
                 self.on_event(Problem(f"ignored a bad message from the broker: {exc}"))
                 continue
             self._apply(self.core.on_direct(msg, self.clock()))
+
+    async def _read_monitor(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            try:
+                frames = await sock.recv_multipart()
+            except zmq.ZMQError:
+                return
+            event = parse_monitor_message(frames)["event"]
+            why = HANDSHAKE_FAILURES.get(zmq.Event(event))
+            if why is not None:
+                self._apply(self.core.auth_failed(why))
+                return
 
     async def _read_sub(self, sock: zmq.asyncio.Socket) -> None:
         while True:

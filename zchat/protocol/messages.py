@@ -75,7 +75,7 @@ class Broadcast(Message):
 # --------------------------------------------------------------------- shared
 
 
-EVENT_KINDS = frozenset({"msg", "action", "join", "leave", "nick", "topic"})
+EVENT_KINDS = frozenset({"msg", "action", "join", "leave", "kick", "nick", "topic"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +83,9 @@ class Event(Broadcast):
     """One entry of a room's log, broadcast live and returned by history (§5.1).
 
     ``kind`` says what happened: ``msg`` and ``action`` (/me) carry ``text``;
-    ``join``/``leave`` carry a reason in ``text``; ``nick`` carries the new
-    nick in ``text``; ``topic`` carries the new topic.
+    ``join``/``leave`` carry a reason in ``text``; ``kick``: ``nick`` was
+    removed, ``text`` says by whom and why; ``nick`` carries the new nick in
+    ``text``; ``topic`` carries the new topic.
     """
 
     TYPE: ClassVar[bytes] = b"EVENT"
@@ -138,12 +139,17 @@ class Hello(Request):
 
 @dataclass(frozen=True, slots=True)
 class Join(Request):
-    """Join ``room`` (created on first join) and get its last ``history`` events."""
+    """Join ``room`` (created on first join) and get its last ``history`` events.
+
+    ``private`` matters only when the JOIN creates the room: it is then
+    invite-only and its traffic never goes on the broadcast socket (§6.11).
+    """
 
     TYPE: ClassVar[bytes] = b"JOIN"
     rid: int
     room: str
     history: int = 20
+    private: bool = False
 
     def __post_init__(self) -> None:
         _check_rid(self.rid)
@@ -282,6 +288,54 @@ class Seen(Request):
 
 
 @dataclass(frozen=True, slots=True)
+class Invite(Request):
+    """A room operator lets ``nick`` into a private room (§6.11)."""
+
+    TYPE: ClassVar[bytes] = b"INVITE"
+    rid: int
+    room: str
+    nick: str
+
+    def __post_init__(self) -> None:
+        _check_rid(self.rid)
+        _set(self, "room", rules.normalize_room(self.room))
+        rules.check_nick(self.nick)
+
+
+@dataclass(frozen=True, slots=True)
+class Kick(Request):
+    """A room operator removes ``nick`` from a room (§6.11)."""
+
+    TYPE: ClassVar[bytes] = b"KICK"
+    rid: int
+    room: str
+    nick: str
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        _check_rid(self.rid)
+        _set(self, "room", rules.normalize_room(self.room))
+        rules.check_nick(self.nick)
+        rules.check_topic(self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Ban(Request):
+    """A room operator bans ``nick`` from a room (``ban`` False lifts it, §6.11)."""
+
+    TYPE: ClassVar[bytes] = b"BAN"
+    rid: int
+    room: str
+    nick: str
+    ban: bool = True
+
+    def __post_init__(self) -> None:
+        _check_rid(self.rid)
+        _set(self, "room", rules.normalize_room(self.room))
+        rules.check_nick(self.nick)
+
+
+@dataclass(frozen=True, slots=True)
 class Stats(Request):
     """Ask for the broker's counters; needs no HELLO (§6.10)."""
 
@@ -363,6 +417,7 @@ class Joined(Reply):
     last: int
     history: list[Event] = field(default_factory=list)
     more: int = 0  # members not listed, to keep the reply under the body limit
+    private: bool = False  # the room is invite-only (§6.11)
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,6 +546,23 @@ class Dm(Push):
     seq: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Invited(Push):
+    """``by`` invited you into the private room ``room`` (§6.11)."""
+
+    TYPE: ClassVar[bytes] = b"INVITED"
+    room: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateEvent(Push):
+    """An event of a private room, sent to each member's DEALER, never published (§6.11)."""
+
+    TYPE: ClassVar[bytes] = b"PEVENT"
+    event: Event
+
+
 # ----------------------------------------------------------------- broadcasts
 
 CONTROL_TOPIC = b"!\x00"
@@ -547,9 +619,11 @@ class Synced(Broadcast):
 
 
 REQUESTS: tuple[type[Request], ...] = (
-    Hello, Join, Leave, Say, Tell, Nick, Topic, Who, Rooms, History, Seen, Stats, Ping, Bye,
+    Hello, Join, Leave, Say, Tell, Nick, Topic, Who, Rooms, History, Seen, Invite, Kick, Ban,
+    Stats, Ping, Bye,
 )  # fmt: skip
 FROM_BROKER: tuple[type[Message], ...] = (
     Welcome, Ok, Joined, Ack, Names, RoomList, TopicIs, Events, Pong, StatsReply, Error, Dm,
+    Invited, PrivateEvent,
 )  # fmt: skip
 BROADCASTS: tuple[type[Broadcast], ...] = (Event, Beat, Shutdown, Synced)

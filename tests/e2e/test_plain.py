@@ -1,0 +1,102 @@
+"""Plain and JSON modes: input piped in, output parsed, against a real broker.
+
+For scripts and bots: one line (or one JSON object) per event, flushed at once,
+exit 0 once what was sent is acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tests.procs import Broker, Proc
+
+Start = Callable[..., Proc]
+
+INPUT = "".join(
+    line + "\n"
+    for line in (
+        "hello from a pipe",
+        "/me waves",
+        "/msg watcher psst",
+        "/clear",
+        "/frobnicate",
+        "/query watcher",
+        "via query",
+    )
+)
+
+PLAIN_LINE = re.compile(
+    r"\d\d:\d\d #\S+ (<\S+>|\* \S+|--) .*"  # room message, action or notice
+    r"|\d\d:\d\d \[DM( to \S+)?\] .*"  # direct message
+    r"|(--|!!) .*"  # the client's own lines
+)
+
+
+def run_client(broker: Broker, *flags: str, stdin: str = INPUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zchat", "client", "--connect", broker.endpoint,
+         "--nick", "piper", "--room", "dev", *flags],
+        input=stdin, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_plain_mode_is_one_line_per_event(broker: Broker, client: Start) -> None:
+    watcher = client("watcher", room="dev")
+    watcher.wait_for(r"^-- joined #dev")
+    done = run_client(broker)  # stdin is a pipe: plain without asking
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert "\x1b" not in done.stdout
+    assert [line for line in lines if not PLAIN_LINE.fullmatch(line)] == []
+    for expected in (
+        r"-- connected as piper",
+        r"-- joined #dev \(2 here\)",
+        r"\d\d:\d\d #dev <piper> hello from a pipe",
+        r"\d\d:\d\d #dev \* piper waves",
+        r"\d\d:\d\d \[DM to watcher\] psst",
+        r"-- /clear only clears the interactive screen",
+        r"!! unknown command /frobnicate; /help lists them",
+        r"\d\d:\d\d \[DM to watcher\] via query",
+    ):
+        assert any(re.fullmatch(expected, line) for line in lines), (expected, lines)
+    watcher.wait_for(r"\[DM\] <piper> psst$")
+    watcher.wait_for(r"\[DM\] <piper> via query$")
+    watcher.wait_for(r"#dev <piper> hello from a pipe$")
+
+
+def test_json_mode_is_one_object_per_event(broker: Broker, client: Start) -> None:
+    watcher = client("watcher", room="dev")
+    watcher.wait_for(r"^-- joined #dev")
+    done = run_client(broker, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    objects: list[dict[str, Any]] = [json.loads(line) for line in done.stdout.splitlines()]
+    kinds = [o["event"] for o in objects]
+    assert set(kinds) <= {"chat", "notice", "dm", "info", "error", "state", "clear"}
+    states = [o["state"] for o in objects if o["event"] == "state"]
+    assert states[:2] == ["connecting", "connected"]
+    chats = [(o["nick"], o["text"], o["action"]) for o in objects if o["event"] == "chat"]
+    assert ("piper", "hello from a pipe", False) in chats
+    assert ("piper", "waves", True) in chats
+    dms = [(o["to"], o["text"], o["outgoing"]) for o in objects if o["event"] == "dm"]
+    assert dms == [("watcher", "psst", True), ("watcher", "via query", True)]
+    assert "clear" in kinds
+    assert any(o["event"] == "error" and "/frobnicate" in o["text"] for o in objects)
+    joins = [o for o in objects if o["event"] == "notice" and o["kind"] == "join"]
+    assert any(o["nick"] == "piper" and o["room"] == "dev" and o["ts"] > 0 for o in joins)
+
+
+def test_plain_flag_and_a_bot_conversation(broker: Broker, client: Start) -> None:
+    """A bot reads the JSON stream of another client: mentions are flagged for it."""
+    bot = client("bot", "--json", room="dev")
+    bot.wait_for(r'"event": "info".*joined #dev')
+    done = run_client(broker, "--plain", stdin="bot: status?\nnothing for you\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = bot.wait_for(r"bot: status\?")
+    assert json.loads(line)["mention"] is True
+    line = bot.wait_for(r"nothing for you")
+    assert json.loads(line)["mention"] is False

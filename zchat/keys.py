@@ -1,0 +1,79 @@
+"""CURVE key files, as ``zchat keygen`` writes them (docs/security.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.auth
+from zmq.utils import z85
+
+
+@dataclass(frozen=True)
+class ClientKeys:
+    """What a CURVE client needs: its key pair and the broker's public key."""
+
+    public: bytes
+    secret: bytes
+    server: bytes
+
+    @classmethod
+    def load(cls, key_file: str, server_key: str) -> ClientKeys | None:
+        """Keys from a client config (None when CURVE is off); KeyFileError if unusable."""
+        if not key_file and not server_key:
+            return None
+        if not key_file or not server_key:
+            raise KeyFileError("CURVE needs both curve_key and curve_server_key")
+        public, secret = load_secret(key_file)
+        return cls(public, secret, load_public(server_key))
+
+    def apply(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` a CURVE client; before connect()."""
+        sock.curve_serverkey = self.server
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+
+
+#: Monitor events that mean the CURVE handshake failed, and what to tell the user.
+HANDSHAKE_FAILURES = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the broker refused this client's key (not on its list)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: (
+        "the handshake failed: wrong broker key (curve_server_key), or the broker has no CURVE"
+    ),
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the handshake failed: the broker speaks no CURVE",
+}
+
+
+class KeyFileError(Exception):
+    """A key file is missing or unreadable; str() names the file."""
+
+
+def load_secret(path: str) -> tuple[bytes, bytes]:
+    """(public, secret) from a secret key file, or KeyFileError saying what is wrong."""
+    path = os.path.expanduser(path)
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"{path}: cannot read a CURVE key pair: {exc}") from None
+    if not secret:
+        raise KeyFileError(f"{path}: holds no secret key (use the .key_secret file)")
+    return public, secret
+
+
+def load_public(path_or_key: str) -> bytes:
+    """A public key from a key file, or given directly as 40 Z85 characters."""
+    if len(path_or_key) == 40 and not os.path.exists(path_or_key):
+        try:
+            z85.decode(path_or_key.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            pass
+        else:
+            return path_or_key.encode("ascii")
+    path_or_key = os.path.expanduser(path_or_key)
+    try:
+        public, _ = zmq.auth.load_certificate(path_or_key)
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"{path_or_key}: cannot read a CURVE public key: {exc}") from None
+    return public
