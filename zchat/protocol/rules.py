@@ -71,6 +71,8 @@ ALLOWED_FORMAT = frozenset({"\t", "\u200c", "\u200d"} | {chr(c) for c in range(0
 
 
 def _has_control(text: str) -> bool:
+    if text.isprintable():  # the common case, in C: no Cc/Cf/Cs/Zl/Zp at all
+        return False
     return any(
         unicodedata.category(ch) in _FORBIDDEN_CATEGORIES and ch not in ALLOWED_FORMAT
         for ch in text

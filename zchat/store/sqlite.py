@@ -77,17 +77,20 @@ class SQLiteStore(Store):
         return str(meta["epoch"])
 
     def append(self, log: str, msg_id: str, sender: str, body: bytes) -> Appended:
+        seq = self.last(log) + 1
+        # One statement in the common case: the unique (log, msg_id) index is the
+        # dedupe, and only a duplicate costs a second look-up.
+        inserted = self._db.execute(
+            "INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?)",
+            (log, seq, msg_id, sender, body),
+        ).rowcount
+        if inserted:
+            self._last[log] = seq
+            return Appended(self.epoch, seq, False)
         row = self._db.execute(
             "SELECT seq FROM entries WHERE log = ? AND msg_id = ?", (log, msg_id)
         ).fetchone()
-        if row is not None:
-            return Appended(self.epoch, int(row[0]), True)
-        seq = self.last(log) + 1
-        self._db.execute(
-            "INSERT INTO entries VALUES (?, ?, ?, ?, ?)", (log, seq, msg_id, sender, body)
-        )
-        self._last[log] = seq
-        return Appended(self.epoch, seq, False)
+        return Appended(self.epoch, int(row[0]), True)
 
     def read(self, log: str, after: int, limit: int) -> list[Entry]:
         rows = self._db.execute(
