@@ -109,7 +109,7 @@ def default_nick() -> str:
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    """Everything ``zchat broker`` needs. See configs/broker.toml for each key."""
+    """Everything ``zchat broker`` needs. configs/loopback.toml lists every key."""
 
     bind: str = DEFAULT_ENDPOINT
     pub: str = ""  # empty: same host as bind, a port the OS picks

@@ -1420,3 +1420,20 @@ def test_own_line_naming_ourselves_is_no_mention() -> None:
     core = ready()
     [chat] = shown(core.on_broadcast(event(1, nick="Alice", text="alice here"), T0))
     assert isinstance(chat, Chat) and not chat.mention
+
+
+def test_a_room_log_that_went_back_resets_the_position() -> None:
+    """A store restored from a backup keeps its epoch but has fewer entries."""
+    core = ready()
+    for seq in range(1, 6):
+        core.on_broadcast(event(seq), T0)
+    assert core.rooms["lobby"].last == 5
+    core.on_broadcast(m.Shutdown("restore"), T0 + 1)
+    hello = connect(core, T0 + 2)
+    actions = core.on_direct(welcome(hello.rid), T0 + 2)
+    join = the(sync(core, actions, T0 + 2), m.Join)
+    out = core.on_direct(joined(join, last=2, history=[event(1), event(2)]), T0 + 2)
+    assert "history went back" in " ".join(lines(out))
+    assert core.rooms["lobby"].last == 2
+    new = core.on_broadcast(event(3, text="after the restore"), T0 + 3)
+    assert chat_texts(new) == ["after the restore"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 from types import FrameType
 from typing import TextIO
@@ -22,6 +21,7 @@ import zmq
 from zchat.broker.auth import DOMAIN, KeyRing, zap_reply
 from zchat.broker.core import BrokerCore, CoreConfig, Effect, Limits, Publish, Send
 from zchat.broker.display import Display
+from zchat.clock import steady_wall_clock
 from zchat.config import BrokerConfig
 from zchat.keys import load_secret
 from zchat.protocol import ProtocolError, encode
@@ -72,13 +72,13 @@ class BrokerServer:
         config: BrokerConfig,
         store: Store,
         out: TextIO | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """Bind everything; raises zmq.ZMQError (bind) or KeyFileError (CURVE keys)."""
         self.store = store
         level = "warning" if config.quiet else config.log_level
+        self.clock = clock = clock or steady_wall_clock()
         self.display = Display(out or sys.stdout, config.log_format, level, clock)
-        self.clock = clock
         self.curve = bool(config.curve_secret_key)
         # Key files first: a typo must not leave half-bound sockets behind.
         if self.curve:
@@ -104,6 +104,7 @@ class BrokerServer:
             # Options first: they only apply to later bind() calls.
             for sock in (self.router, self.xpub):
                 sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.IPV6, 1)  # tcp://[::]:5555 and IPv6 peers too
                 sock.setsockopt(zmq.RCVHWM, HWM)
                 sock.setsockopt(zmq.BACKLOG, 4096)
             # Replies must not be dropped: a client would wait for them. Room

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 import signal
 import stat
 import sys
@@ -71,18 +72,34 @@ async def _plain(
         pump.cancel()
 
 
+def _pollable(fd: int) -> bool:
+    """Whether the event loop can wait on ``fd``: pipes, sockets and terminals can;
+    regular files and some devices (/dev/null) are refused by epoll, but never
+    block either, so they are read whole."""
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return False
+    selector = selectors.DefaultSelector()
+    try:
+        selector.register(fd, selectors.EVENT_READ)
+    except (PermissionError, ValueError, OSError):
+        return False
+    finally:
+        selector.close()
+    return True
+
+
 async def _pump_stdin(transport: Transport) -> None:
     """Feed stdin to the transport line by line; end of input means /quit."""
     loop = asyncio.get_running_loop()
-    if stat.S_ISREG(os.fstat(sys.stdin.fileno()).st_mode):
-        # A regular file never blocks (and epoll refuses it): read it whole.
-        for line in sys.stdin:
-            transport.feed(line)
-    else:
+    if _pollable(sys.stdin.fileno()):
         reader = asyncio.StreamReader(limit=1 << 20)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         while line_bytes := await reader.readline():
             transport.feed(line_bytes.decode("utf-8", "replace"))
+    else:
+        # A file or device that never blocks: read it whole.
+        for line in sys.stdin:
+            transport.feed(line)
     transport.feed("/quit")
 
 

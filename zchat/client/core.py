@@ -424,7 +424,8 @@ class ClientCore:
         else:
             self.away = rest
             told = f"is away: {rest}" if rest else "is away"
-        shown: list[Action] = [Output(Info("you are back" if self.away is None else "away"))]
+        note = "you are back" if self.away is None else "you are away; /away again when back"
+        shown: list[Action] = [Output(Info(note))]
         room = self.current
         if room is None:
             return shown
@@ -715,6 +716,14 @@ class ClientCore:
         if view.private and not msg.private:
             actions.append(Output(Problem(f"#{msg.room} exists already and is not invite-only")))
             view.private = False
+        if msg.last < view.last:
+            # The room's log is shorter than what we saw: the broker's store was
+            # restored from a backup (same epoch, fewer entries). Start over there
+            # rather than skip everything until the numbers pass ours again.
+            actions.append(Output(Problem(f"#{msg.room}: the broker's history went back; "
+                                          "positions start over")))  # fmt: skip
+            view.last = view.acked = 0
+            view.buffer.clear()
         if not view.last:
             here = len(msg.members) + msg.more
             actions.append(Output(Info(f"joined #{msg.room} ({here} here)")))

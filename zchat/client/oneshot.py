@@ -103,6 +103,7 @@ def _dealer(endpoint: str, keys: ClientKeys | None) -> Iterator[zmq.Socket[bytes
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IPV6, 1)
     monitor = None
     if keys is not None:
         keys.apply(sock)

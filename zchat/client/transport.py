@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
@@ -29,6 +28,7 @@ from zchat.client.core import (
     Unsubscribe,
 )
 from zchat.client.events import Problem, UiEvent
+from zchat.clock import steady_wall_clock
 from zchat.keys import HANDSHAKE_FAILURES, ClientKeys
 from zchat.protocol import ProtocolError, decode_broadcast, decode_from_broker, encode
 from zchat.protocol.rules import MAX_BODY_BYTES
@@ -48,7 +48,7 @@ class Transport:
         core: ClientCore,
         endpoint: str,
         on_event: Callable[[UiEvent], None],
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         keys: ClientKeys | None = None,
     ) -> None:
         self.core = core
@@ -56,7 +56,7 @@ class Transport:
         self.monitor: zmq.asyncio.Socket | None = None
         self.endpoint = endpoint
         self.on_event = on_event
-        self.clock = clock
+        self.clock = clock or steady_wall_clock()
         core.host = endpoint_host(endpoint)
         self.ctx = zmq.asyncio.Context()
         self.dealer: zmq.asyncio.Socket | None = None
@@ -102,6 +102,7 @@ class Transport:
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, 1)
         sock.setsockopt(zmq.RCVHWM, 100_000)
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_BODY_BYTES)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)

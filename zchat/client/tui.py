@@ -455,6 +455,11 @@ class ChatWindow:
         self._done = 0
         self.follow, self.top = True, 0
 
+    @property
+    def wrapped(self) -> int:
+        """How many physical lines the last ``lines()`` made."""
+        return len(self._lines)
+
     def lines(self, width: int, look: Look) -> list[Line]:
         """Physical lines at ``width``; new events are wrapped once, all again on resize."""
         if width != self._width or look != self._look:
@@ -684,7 +689,7 @@ class ChatScreen:
         win = self._current()
         view = self._current_view()
         height = view.render_info.window_height if view.render_info else 10
-        count = len(win.lines(win._width, win._look)) if win._look else 0
+        count = win.wrapped
         bottom_top = max(0, count - height)
         top = bottom_top if win.follow else win.top
         top = max(0, top + pages * max(1, height - 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from zchat.store.base import Appended, Entry, Store, StoreError
 
-#: Bump with a migration in _MIGRATIONS when the schema changes.
+#: Bump when the schema changes, with a migration from every older version.
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -36,6 +37,10 @@ class SQLiteStore(Store):
         try:
             if self.path.parent != Path(""):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            if str(self.path) != ":memory:" and not self.path.exists():
+                # History is private: owner-only from the start (SQLite gives
+                # its -wal and -shm files the same mode).
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, per batch.
             self._db = sqlite3.connect(str(self.path), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -72,7 +77,7 @@ class SQLiteStore(Store):
         if version != str(SCHEMA_VERSION):
             raise StoreError(
                 f"store {self.path}: schema version {version}, this zchat reads "
-                f"version {SCHEMA_VERSION}; upgrade zchat or use another --store"
+                f"version {SCHEMA_VERSION}; use the zchat that wrote it, or another --store"
             )
         return str(meta["epoch"])
 
