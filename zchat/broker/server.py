@@ -55,6 +55,19 @@ def is_local(endpoint: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+def _bound(asked: str, sock: zmq.Socket[bytes]) -> str:
+    """The endpoint as configured, with the port the OS picked for ``*``.
+
+    Not LAST_ENDPOINT as it is: with IPv6 on, libzmq reports an IPv4 wildcard
+    as ``[::ffff:0.0.0.0]``, which is neither what was asked nor announceable.
+    """
+    scheme, _, rest = asked.partition("://")
+    if scheme != "tcp":
+        return asked
+    port = sock.getsockopt_string(zmq.LAST_ENDPOINT).rpartition(":")[2]
+    return f"tcp://{rest.rpartition(':')[0]}:{port}"
+
+
 def _pub_default(bind: str) -> str:
     """Bind the broadcast socket on the request socket's host, on a port the OS picks."""
     scheme, _, rest = bind.partition("://")
@@ -118,9 +131,10 @@ class BrokerServer:
             self.router.setsockopt(zmq.MAXMSGSIZE, MAX_BODY_BYTES + 1024)
             self.xpub.setsockopt(zmq.MAXMSGSIZE, 1024)  # subscriptions only
             self.router.bind(config.bind)
-            self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
-            self.xpub.bind(config.pub or _pub_default(config.bind))
-            self.pub_endpoint = self.xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.endpoint = _bound(config.bind, self.router)
+            pub = config.pub or _pub_default(config.bind)
+            self.xpub.bind(pub)
+            self.pub_endpoint = _bound(pub, self.xpub)
         except zmq.ZMQError:
             self.close()
             raise

@@ -796,7 +796,7 @@ class ClientCore:
             view.members_at = ev.seq
             if ev.kind == "join":
                 view.members[nick_key(ev.nick)] = ev.nick
-            elif ev.kind == "leave":
+            elif ev.kind in ("leave", "kick"):
                 view.members.pop(nick_key(ev.nick), None)
             elif ev.kind == "nick" and nick_key(ev.nick) in view.members:
                 del view.members[nick_key(ev.nick)]
