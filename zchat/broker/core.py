@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -170,6 +171,7 @@ class BrokerCore:
         self._new_token = new_token
         self._by_peer: dict[bytes, Session] = {}
         self._by_token: dict[str, Session] = {}
+        self._quietest: OrderedDict[str, Session] = OrderedDict()  # longest silent first
         self._by_nick: dict[str, Session] = {}
         self._rooms: dict[str, Room] = {}
         self._beat = 0
@@ -203,7 +205,7 @@ class BrokerCore:
             # that is not this session, whatever the id says.
             session = None
         if session is not None:
-            session.last_seen = now
+            self._heard(session, now)
         out = []
         try:
             if isinstance(req, m.Hello):
@@ -257,17 +259,24 @@ class BrokerCore:
             self._next_beat = now + self.config.heartbeat
             out.append(Publish(m.Beat(self._beat, now)))
         deadline = now - self.config.timeout
-        for session in [s for s in self._by_token.values() if s.last_seen <= deadline]:
+        while self._quietest and (s := next(iter(self._quietest.values()))).last_seen <= deadline:
             self.counters.expired += 1
-            self._end(session, "timed out", now, out)
+            self._end(s, "timed out", now, out)
         return out
 
     def next_deadline(self) -> float:
         """When tick() next has work: the next beat or the next session expiry."""
-        soonest = self._next_beat
-        for s in self._by_token.values():
-            soonest = min(soonest, s.last_seen + self.config.timeout)
-        return soonest
+        if not self._quietest:
+            return self._next_beat
+        quietest = next(iter(self._quietest.values()))
+        return min(self._next_beat, quietest.last_seen + self.config.timeout)
+
+    def _heard(self, s: Session, now: float) -> None:
+        # Kept in order of last_seen, so expiry looks at the front only: the loop
+        # runs tick() and next_deadline() on every wake-up, whatever the number
+        # of sessions.
+        s.last_seen = now
+        self._quietest.move_to_end(s.token)
 
     def shutdown(self, reason: str) -> list[Effect]:
         return [Publish(m.Shutdown(reason)), Show(f"* shutting down: {reason}")]
@@ -348,7 +357,7 @@ class BrokerCore:
             # The same client on a new connection: its old routing id is dead.
             self._by_peer.pop(session.peer, None)
             session.peer = peer
-            session.last_seen = now
+            self._heard(session, now)
             self._by_peer[peer] = session
             out.append(Show(f"+ {session.nick} reconnected"))
             self._welcome(session, req.rid, True, now, out)
@@ -364,6 +373,7 @@ class BrokerCore:
         session.refilled = now
         self._by_peer[peer] = session
         self._by_token[session.token] = session
+        self._quietest[session.token] = session
         self._by_nick[nick_key(session.nick)] = session
         out.append(Show(f"+ {session.nick} arrived"))
         self._welcome(session, req.rid, False, now, out)
@@ -438,6 +448,7 @@ class BrokerCore:
         for name in sorted(s.rooms):
             self._part(s, name, reason, now, out)
         self._by_token.pop(s.token, None)
+        self._quietest.pop(s.token, None)
         self._by_nick.pop(nick_key(s.nick), None)
         if self._by_peer.get(s.peer) is s:
             del self._by_peer[s.peer]
