@@ -121,6 +121,9 @@ def broker(config_file: str | None, **flags: Any) -> None:
 @click.option("--history", type=int, help="Messages of history shown on join [20].")
 @click.option("--plain", is_flag=True, default=None, help="One line per event, no prompt.")
 @click.option(
+    "--bell/--no-bell", default=None, help="Ring the terminal bell on a mention or a DM [on]."
+)
+@click.option(
     "--json", "json_mode", is_flag=True, help="One JSON object per event (implies --plain)."
 )
 def client(config_file: str | None, json_mode: bool, **flags: Any) -> None:

@@ -142,6 +142,7 @@ class ClientConfig:
     history: int = 20
     plain: bool = False
     wait: float = 10.0  # seconds to wait for acks at the end of piped input
+    bell: bool = True  # ring the terminal bell on a mention or an incoming DM (interactive UI)
     curve_key: str = ""  # this client's secret key file (zchat keygen)
     curve_server_key: str = ""  # the broker's public key file, or the key itself
 

@@ -6,11 +6,16 @@ Alt-number, paste), driven without a terminal: prompt_toolkit's dummy output.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 import pytest
+from prompt_toolkit.input import Input, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from prompt_toolkit.utils import get_cwidth
 
@@ -353,7 +358,7 @@ def test_completes_any_known_nick_for_dms() -> None:
 class Screen:
     """A ChatScreen over a core in the room dev, with its submissions recorded."""
 
-    def __init__(self, bell: bool = True) -> None:
+    def __init__(self, bell: bool = True, input: Input | None = None) -> None:
         self.core = ClientCore("alice", "dev")
         self.sent: list[str] = []
         self.out = DummyOutput()
@@ -363,7 +368,9 @@ class Screen:
             self.bells += 1
 
         self.out.bell = ring  # type: ignore[method-assign]
-        self.ui = ChatScreen(self.core, self.submit, bell=bell, colour=False, output=self.out)
+        self.ui = ChatScreen(
+            self.core, self.submit, bell=bell, colour=False, input=input, output=self.out
+        )
 
     def submit(self, line: str) -> None:
         self.sent.append(line)
@@ -528,3 +535,40 @@ def test_new_line_wraps_only_itself() -> None:
     s.ui.show(chat(body="y"))
     assert len(win.lines(80, look)) == n + 1
     assert len(win.lines(20, look)) == n + 1  # re-wrapped for the new width
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
+
+
+def test_keys_drive_the_screen_on_the_callers_loop_without_threads() -> None:
+    """Enter, Tab, Alt-number and Ctrl-D through a real key pipe, on this loop, no threads."""
+
+    async def main() -> None:
+        with create_pipe_input() as keys:
+            s = Screen(input=keys)
+            s.core.rooms["ops"] = RoomView("ops")
+            s.core.rooms["dev"].members = {"bob": "bob", "alice": "alice"}
+            before = threading.active_count()
+            app = asyncio.create_task(s.ui.run())
+            await until(lambda: s.ui.app.is_running)
+            keys.send_text("hello\r")
+            await until(lambda: s.sent == ["hello"])
+            keys.send_text("b\t")
+            await until(lambda: s.ui.input.text == "bob: ")
+            keys.send_text("hi\r")
+            await until(lambda: s.sent[-1] == "bob: hi")
+            keys.send_text("\x1b2")  # Alt-2
+            await until(lambda: s.sent[-1] == "/switch ops")
+            keys.send_text("\x1b[A")  # Up: the history
+            await until(lambda: s.ui.input.text == "bob: hi")
+            keys.send_text("\x15\x04")  # Ctrl-U clears, Ctrl-D on an empty line quits
+            await until(lambda: s.sent[-1] == "/quit")
+            assert threading.active_count() == before
+            s.ui.exit()
+            await app
+
+    asyncio.run(main())

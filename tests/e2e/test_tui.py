@@ -48,12 +48,13 @@ class Term:
         width: int = 100,
         height: int = 30,
         env: dict[str, str] | None = None,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.socket = f"zchat-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.bells = tmp / f"{nick}.bells"
         self.code = tmp / f"{nick}.exit"
         cmd = [sys.executable, "-m", "zchat", "client", "--connect", broker.endpoint,
-               "--nick", nick, "--room", room]  # fmt: skip
+               "--nick", nick, "--room", room, *extra]  # fmt: skip
         envs = {"NO_COLOR": "", "ZCHAT_CONFIG": "", **(env or {})}
         args = [f"{k}={v}" for k, v in envs.items()]
         bells = shlex.quote(str(self.bells))
@@ -67,6 +68,7 @@ class Term:
             # env: tmux would override a TERM given with -e. sh: keeps the exit code.
             shlex.join(["sh", "-c", f'"$@"; echo $? > {code}', "sh", "env", *args, *cmd]),
         )  # fmt: skip
+        self.socket_path = Path(self.tmux("display", "-p", "#{socket_path}").strip())
 
     def tmux(self, *args: str) -> str:
         done = subprocess.run(
@@ -129,6 +131,7 @@ class Term:
         subprocess.run(
             ["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=WAIT
         )
+        self.socket_path.unlink(missing_ok=True)  # kill-server leaves it behind
 
 
 @pytest.fixture
@@ -403,3 +406,36 @@ def test_dumb_terminal_gets_line_mode(term: Callable[..., Term], client: Start) 
     bob.wait_for(r"#dev <alice> plain and simple$")
     screen = alice.wait(r"^\d\d:\d\d #dev <alice> plain and simple$")
     assert "| connected" not in screen  # no status line
+
+
+def test_failed_authentication_is_said_after_the_screen_closes(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """A key the broker refuses: exit 3, and the reason stays on the terminal."""
+    from tests.e2e.test_security import keygen
+
+    for name in ("broker", "alice", "mallory"):
+        keygen(tmp_path / "keys", name)
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "alice.key").write_bytes((tmp_path / "keys" / "alice.key").read_bytes())
+    conf = tmp_path / "zchat.toml"
+    conf.write_text(
+        "[broker]\n"
+        f'curve_secret_key = "{tmp_path / "keys" / "broker.key_secret"}"\n'
+        f'curve_clients = "{allowed}"\n'
+        "[client]\n"
+        f'curve_key = "{tmp_path / "keys" / "mallory.key_secret"}"\n'
+        f'curve_server_key = "{tmp_path / "keys" / "broker.key"}"\n'
+    )
+    broker = Broker(tmp_path, "--config", str(conf))
+    procs.append(broker)
+    mallory = Term(tmp_path, broker, "mallory", extra=("--config", str(conf)))
+    try:
+        assert wait_exit(mallory) == 3
+        everything = mallory.tmux("capture-pane", "-p", "-t", "t", "-S", "-")  # with history
+        assert re.search(
+            r"^-- authentication failed: the broker refused this client's key\b", everything, re.M
+        ), everything
+    finally:
+        mallory.close()

@@ -1,9 +1,10 @@
 """``zchat client``: wires input and output around one Transport, on one asyncio loop.
 
-Plain mode (stdin not a terminal, or ``--plain``): lines in from stdin, one
-line per event out on stdout, flushed at once; at end of input the client
-waits (bounded) until what it sent is acknowledged, then exits. Interactive
-mode: prompt_toolkit keeps the input line intact while events print above it.
+Plain mode (stdin not a terminal, ``--plain``, or TERM=dumb): lines in from
+stdin, one line per event out on stdout, flushed at once; at end of input the
+client waits (bounded) until what it sent is acknowledged, then exits.
+Interactive mode: the full-screen UI of zchat/client/tui.py, on the same loop
+as the Transport; incoming lines never touch the input line.
 """
 
 from __future__ import annotations
@@ -107,8 +108,7 @@ async def _interactive(core: ClientCore, config: ClientConfig, keys: ClientKeys 
     """The full-screen UI and the Transport, side by side on this one loop."""
     from zchat.client.tui import ChatScreen, wants_colour
 
-    bell = bool(getattr(config, "bell", True))  # a [client] config key, default on
-    screen = ChatScreen(core, bell=bell, colour=wants_colour(os.environ))
+    screen = ChatScreen(core, bell=config.bell, colour=wants_colour(os.environ))
     transport = Transport(core, config.connect, screen.show, keys=keys)
     screen.submit = transport.feed
     loop = asyncio.get_running_loop()

@@ -198,12 +198,16 @@ class Transport:
             self._apply(self.core.on_broadcast(msg, self.clock()))
 
     async def _timer(self) -> None:
-        while True:
+        assert self._done is not None
+        while not self._done.done():
             delay = max(0.01, self.core.next_deadline() - self.clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+            if self._done.done():
+                return  # 3.11's wait_for may swallow run()'s cancel: never tick after close
             self._wake.clear()
             self._apply(self.core.tick(self.clock()))
+            self._wake.clear()  # set by our own _apply; the deadline is read afresh above
 
     # ------------------------------------------------------------- actions
 

@@ -212,8 +212,10 @@ def render(event: UiEvent, look: Look) -> tuple[Line, int]:
         line = [("class:state", "-- " + safe(event.text))]
     elif isinstance(event, Info):
         line = [("class:info", "-- " + safe(event.text))]
-    else:
+    elif isinstance(event, Clear):
         line = []
+    else:  # an event this screen does not know yet still shows, as its plain line
+        line = [("", safe(event.plain()))]
     indent = columns(line[:-1]) if len(line) > 1 else 3
     if isinstance(event, RoomNotice):
         indent = columns(clock) + 3
@@ -529,7 +531,9 @@ class ChatScreen:
         self._views: dict[str, Window] = {}
         self._shown_key = ""
         self._muted = False  # drop Info lines: a key press switched windows
-        self.problems: list[Problem] = []  # the last few, printed at exit if it failed
+        #: The last few problems (and a failed authentication): printed after the
+        #: screen is gone when the client exits with an error, so they stay visible.
+        self.problems: list[Problem | StateChange] = []
 
         self.input = Buffer(
             multiline=False,
@@ -591,7 +595,9 @@ class ChatScreen:
         else:
             if isinstance(event, StateChange):
                 self._set_state(event.state)
-            if isinstance(event, Problem):
+            if isinstance(event, Problem) or (
+                isinstance(event, StateChange) and event.state == "auth_failed"
+            ):
                 self.problems = [*self.problems[-2:], event]
             current.add(event)
         self.app.invalidate()
