@@ -1,0 +1,352 @@
+"""The five workloads (issue 6), each a function of the harness and a size.
+
+Every case starts its own server (zchat broker, zmq.proxy or mosquitto) and
+load-generator workers, runs, and stops them all in ``finally``. Each returns a
+plain dict of measurements; bench/report.py turns them into the table.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Harness, Proc, cpu_seconds, rss_bytes
+
+ZCHAT = "zchat"
+PROXY = "proxy"
+MQTT = "mqtt"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is; ``quick()`` is the smoke-test version."""
+
+    w1_subscribers: tuple[int, ...] = (10, 100)
+    w1_messages: tuple[int, ...] = (50_000, 10_000)  # per subscriber count, same order
+    w1_repeats: int = 3  # W1/W4 cells are the median of this many runs
+    recv_procs: int = 2  # receiver processes for W1/W2 (the machine has 2 cores)
+    w2_rates: tuple[int, ...] = (500, 2_000)
+    w2_chatters: int = 20
+    w2_listeners: int = 100
+    w2_seconds: float = 8.0
+    w3_clients: tuple[int, ...] = (1_000, 5_000, 10_000)
+    w3_room_size: int = 100
+    w3_per_worker: int = 2_500
+    w5_reps: int = 15
+    heartbeat: float = 5.0  # the zchat broker's --heartbeat (W3 waits for one BEAT)
+    case_timeout: float = 120.0  # seconds any one case may run
+
+    @staticmethod
+    def quick() -> Sizes:
+        return Sizes(
+            w1_subscribers=(3,),
+            w1_messages=(300,),
+            w1_repeats=1,
+            recv_procs=1,
+            w2_rates=(200,),
+            w2_chatters=2,
+            w2_listeners=4,
+            w2_seconds=1.0,
+            w3_clients=(20,),
+            w3_room_size=10,
+            w3_per_worker=10,
+            w5_reps=3,
+            heartbeat=0.5,
+            case_timeout=30.0,
+        )
+
+
+# -------------------------------------------------------------------- servers
+
+
+def start_server(h: Harness, system: str, store: str = "file", max_clients: int = 10_000,
+                 prefix: tuple[str, ...] = (), heartbeat: float = 5.0,
+                 ) -> tuple[Proc, dict[str, Any]]:  # fmt: skip
+    """Start one system's server; returns it and the connection keys for workers."""
+    if system == ZCHAT:
+        path = str(h.tmp / f"store-{uuid.uuid4().hex[:8]}.sqlite3") if store == "file" else store
+        extra = ("--heartbeat", str(heartbeat))
+        proc, endpoint = h.zchat_broker(path, max_clients=max_clients, prefix=prefix, extra=extra)
+        return proc, {"system": ZCHAT, "endpoint": endpoint}
+    if system == PROXY:
+        proc, xsub, xpub = h.proxy()
+        return proc, {"system": PROXY, "xsub": xsub, "xpub": xpub}
+    proc, port = h.mosquitto()
+    return proc, {"system": MQTT, "port": port}
+
+
+def _split(total: int, parts: int) -> list[int]:
+    parts = max(1, min(parts, total))
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    values.sort()
+    n = len(values)
+
+    def pick(q: float) -> float:
+        return values[min(n - 1, int(q * n))]
+
+    return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99), "max": values[-1]}
+
+
+def _latencies(results: list[dict[str, Any]]) -> list[float]:
+    out: list[float] = []
+    for r in results:
+        path = r.get("latency_file")
+        if path and Path(path).exists():
+            arr = array("d")
+            arr.frombytes(Path(path).read_bytes())
+            out.extend(arr)
+    return out
+
+
+# ---------------------------------------------------------------- W1, W2, W4
+
+
+def pubsub(
+    h: Harness,
+    system: str,
+    *,
+    receivers: int,
+    senders: int,
+    messages: int,
+    rate: float,
+    latency: bool,
+    sizes: Sizes,
+    store: str = "file",
+    window: int = 5_000,
+    prefix: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Senders into one room/topic, ``receivers`` subscribers of it.
+
+    ``rate`` 0: as fast as the system takes them (zchat: at most ``window``
+    unacknowledged SAYs). Otherwise ``rate`` messages/s in total, round robin
+    over the senders. Returns deliveries/s, delivered/expected, latencies.
+    """
+    tag = secrets.token_hex(3)
+    started: list[Proc] = []
+    timeout = sizes.case_timeout
+    try:
+        server, keys = start_server(h, system, store, prefix=prefix, heartbeat=sizes.heartbeat)
+        started.append(server)
+        base = {**keys, "tag": tag, "size": 100, "deadline": timeout + 30}
+        recvs: list[Proc] = []
+        first = 0
+        for k, count in enumerate(_split(receivers, sizes.recv_procs)):
+            spec = {**base, "mode": "recv", "clients": count, "first": first, "nick": "r",
+                    "expect": messages, "senders": senders}  # fmt: skip
+            if latency:
+                spec["latency_file"] = str(h.tmp / f"lat-{tag}-{k}.bin")
+            recvs.append(h.worker(f"{system}-recv{k}", spec))
+            first += count
+        sender = h.worker(
+            f"{system}-send",
+            {**base, "mode": "send", "clients": senders, "nick": "s", "messages": messages,
+             "rate": rate, "window": window},
+        )  # fmt: skip
+        workers = [*recvs, sender]
+        started.extend(workers)
+        h.wait(lambda: sender.ready is not None, timeout, f"{system} sender ready", workers)
+        h.wait(lambda: all(r.ready for r in recvs), timeout, f"{system} receivers ready", workers)
+        if system == PROXY:  # PUB/SUB has no handshake: probe until all hear all
+            sender.send("PROBE")
+            h.wait(lambda: all(r.probed for r in recvs), timeout, "probes heard", workers)
+        cpu0 = cpu_seconds(server.pid)
+        for p in (*recvs, sender):
+            p.send("GO")
+        h.wait(lambda: sender.result is not None, timeout, f"{system} sender done", workers)
+        sent_done = time.monotonic()
+
+        def settled() -> bool:  # all complete, or nothing new for 3 s
+            if all(r.result is not None for r in recvs):
+                return True
+            last = max([sent_done, *(r.progress_at for r in recvs)])
+            return time.monotonic() - last > 3.0
+
+        h.wait(settled, timeout, f"{system} receivers done", recvs)
+        for r in recvs:
+            if r.result is None:
+                r.send("STOP")
+        h.wait(lambda: all(r.result is not None for r in recvs), 30, "receiver results", recvs)
+        cpu = cpu_seconds(server.pid) - cpu0
+        rss = rss_bytes(server.pid)
+    finally:
+        h.stop_all(started)
+    s = sender.result
+    res = [r.result for r in recvs]
+    delivered = sum(r["total"] for r in res)
+    t0 = s["t_first"]
+    t_end = max([r["t_last"] for r in res if r["t_last"]] or [t0])
+    elapsed = max(t_end - t0, 1e-9)
+    send_span = max(s["t_last_send"] - t0, 1e-9)
+    out: dict[str, Any] = {
+        "system": system,
+        "receivers": receivers,
+        "messages": messages,
+        "expected": messages * receivers,
+        "delivered": delivered,
+        "dups": sum(r["dups"] for r in res),
+        "deliveries_per_s": delivered / elapsed,
+        "elapsed": elapsed,
+        "sent": s["sent"],
+        "acked": s["acked"],
+        "errors": s.get("errors", {}),
+        "send_rate": s["sent"] / send_span,
+        "server_cpu": cpu,
+        "recv_cpu": sum(r["cpu"] for r in res),
+        "send_cpu": s["cpu"],
+        "server_rss": rss,
+    }
+    if system == ZCHAT and s.get("t_last_ack"):
+        out["acks_per_s"] = s["acked"] / max(s["t_last_ack"] - t0, 1e-9)
+        out.update({k: s[k] for k in ("ack_p50", "ack_p99", "ack_max", "lag") if k in s})
+    if latency:
+        out["latency"] = percentiles(_latencies(res))
+    return out
+
+
+# ------------------------------------------------------------------------- W3
+
+
+def scale(h: Harness, system: str, clients: int, sizes: Sizes, prefix: tuple[str, ...] = (),
+          ) -> dict[str, Any]:  # fmt: skip
+    """``clients`` connected and ready; the time that took, the server's RSS per
+    client, and how long one broadcast takes to reach every one of them.
+
+    zchat clients do the whole handshake into rooms of ``w3_room_size`` (one
+    room of 10,000 would mean 50 million join events, N²/2); the broadcast that
+    reaches all of them is the broker's heartbeat (BEAT on the control topic, §6.7),
+    timed from its ``time`` field to the last arrival. Peers: one message
+    published on the topic every subscriber has.
+    """
+    tag = secrets.token_hex(3)
+    started: list[Proc] = []
+    timeout = sizes.case_timeout + clients / 100
+    workers: list[Proc] = []
+    try:
+        server, keys = start_server(
+            h, system, max_clients=clients + 16, heartbeat=sizes.heartbeat, prefix=prefix
+        )
+        started.append(server)
+        rss0 = rss_bytes(server.pid)
+        cpu0 = cpu_seconds(server.pid)
+        base = {**keys, "tag": tag, "size": 100, "deadline": timeout + 60}
+        sender: Proc | None = None
+        if system != ZCHAT:
+            sender = h.worker(f"{system}-w3send", {**base, "mode": "send", "clients": 1,
+                                                   "nick": "s", "messages": 1,
+                                                   "probe_every": 0.05})  # fmt: skip
+            started.append(sender)
+            h.wait(lambda: sender.ready is not None, timeout, "sender ready", [sender])
+        first = 0
+        n_workers = math.ceil(clients / sizes.w3_per_worker)
+        for k, count in enumerate(_split(clients, n_workers)):
+            spec = {**base, "mode": "recv", "clients": count, "first": first, "nick": "c",
+                    "room": "w3r", "room_size": sizes.w3_room_size, "expect": 0, "senders": 1,
+                    "inflight": 200}  # fmt: skip
+            if system != ZCHAT:
+                spec["expect"] = 1
+            workers.append(h.worker(f"{system}-w3recv{k}", spec))
+            first += count
+        started.extend(workers)
+        watch = [*workers, *([sender] if sender else [])]
+        h.wait(lambda: all(w.ready for w in workers), timeout, f"{clients} {system} clients", watch)
+        connect = max(w.ready["t_ready"] for w in workers) - min(
+            w.ready["t_start"] for w in workers
+        )
+        rss1 = rss_bytes(server.pid)
+        connect_cpu = cpu_seconds(server.pid) - cpu0
+        if system == PROXY:  # the sender's PUB must have the subscription too
+            assert sender is not None
+            sender.send("PROBE")
+            h.wait(lambda: all(w.probed for w in workers), timeout, "probes heard", watch)
+        for w in workers:
+            w.send("GO")
+        if system == ZCHAT:
+
+            def common_beat() -> set[int]:
+                sets = [{b["n"] for b in w.beats} for w in workers]
+                return set.intersection(*sets) if sets else set()
+
+            h.wait(lambda: bool(common_beat()), 30, "a heartbeat to reach every client", watch)
+            n = min(common_beat())
+            beats = [next(b for b in w.beats if b["n"] == n) for w in workers]
+            broadcast = max(b["last"] for b in beats) - beats[0]["time"]
+            missed = 0  # the common beat reached every client of every worker
+            for w in workers:
+                w.send("STOP")
+        else:
+            assert sender is not None
+            sender.send("GO")
+            h.wait(lambda: all(w.result is not None for w in workers), 30, "broadcast", watch)
+            h.wait(lambda: sender.result is not None, 30, "sender result", watch)
+            t_sent = sender.result["t_first"]
+            broadcast = max(w.result["t_last"] for w in workers) - t_sent
+            missed = clients - sum(w.result["total"] for w in workers)
+        h.wait(lambda: all(w.result is not None for w in workers), 30, "results", watch)
+    finally:
+        h.stop_all(started)
+    return {
+        "system": system,
+        "clients": clients,
+        "connect_s": connect,
+        "rss_per_client": (rss1 - rss0) / clients,
+        "rss": rss1,
+        "broadcast_s": broadcast,
+        "missed": missed,
+        "server_cpu_connect": connect_cpu,
+        "clients_cpu": sum(w.result["cpu"] for w in workers),
+    }
+
+
+# ------------------------------------------------------------------------- W5
+
+
+def oneshot(h: Harness, reps: int, mqtt: bool) -> dict[str, Any]:
+    """Whole-process one-shot sends, interleaved; medians in seconds."""
+    started: list[Proc] = []
+    text = "o" * 100
+    py = sys.executable
+    try:
+        broker, keys = start_server(h, ZCHAT)
+        started.append(broker)
+        cmds: dict[str, Any] = {
+            "python -c pass": lambda i: [py, "-c", "pass"],
+            "zchat send": lambda i: [py, "-m", "zchat", "send", "--connect", keys["endpoint"],
+                                     "--room", "oneshot", "--nick", f"os{i}", text],
+        }  # fmt: skip
+        if mqtt:
+            mosq, port = h.mosquitto()
+            started.append(mosq)
+            for qos in (0, 1):
+                code = (
+                    "import paho.mqtt.publish as p;"
+                    f"p.single('bench/oneshot', {text!r}, qos={qos}, hostname='127.0.0.1',"
+                    f" port={port})"
+                )
+                cmds[f"paho publish.single qos{qos}"] = lambda i, c=code: [py, "-c", c]
+        times: dict[str, list[float]] = {name: [] for name in cmds}
+        for i in range(reps + 1):  # the first round warms the page cache; not counted
+            for name, make in cmds.items():
+                t = time.perf_counter()
+                done = subprocess.run(make(i), env=h.env, capture_output=True, timeout=30)
+                took = time.perf_counter() - t
+                if done.returncode != 0:
+                    raise RuntimeError(f"{name} exited {done.returncode}: {done.stderr[-500:]!r}")
+                if i:
+                    times[name].append(took)
+    finally:
+        h.stop_all(started)
+    return {name: statistics.median(ts) for name, ts in times.items()}
