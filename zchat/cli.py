@@ -70,6 +70,13 @@ def broker(config_file: str | None, **flags: Any) -> None:
         store = SQLiteStore(cfg.store)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
+    room = _open_files_for(cfg.max_clients)
+    if room < cfg.max_clients:
+        click.echo(
+            f"warning: the open-file limit allows about {room} clients, not max_clients = "
+            f"{cfg.max_clients}: raise it (ulimit -n, LimitNOFILE=) or lower max_clients",
+            err=True,
+        )
     try:
         server = BrokerServer(cfg, store)
     except zmq.ZMQError as exc:
@@ -132,6 +139,24 @@ def client(config_file: str | None, json_mode: bool, **flags: Any) -> None:
     from zchat.client.app import run
 
     sys.exit(run(cfg, json_mode, _client_keys(cfg)))
+
+
+def _open_files_for(clients: int) -> int:
+    """Raise the soft open-file limit as far as needed (each client holds two
+    connections); return how many clients the limit allows."""
+    import resource
+
+    spare = 64  # the store, the wake-up pipe, libzmq's own descriptors
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * clients + spare
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    return clients if soft == resource.RLIM_INFINITY else max(0, (soft - spare) // 2)
 
 
 def _client_keys(cfg: ClientConfig) -> Any:

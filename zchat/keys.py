@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-import zmq.auth
 from zmq.utils import z85
 
 
@@ -52,6 +51,8 @@ class KeyFileError(Exception):
 
 def load_secret(path: str) -> tuple[bytes, bytes]:
     """(public, secret) from a secret key file, or KeyFileError saying what is wrong."""
+    import zmq.auth
+
     path = os.path.expanduser(path)
     try:
         public, secret = zmq.auth.load_certificate(path)
@@ -71,6 +72,8 @@ def load_public(path_or_key: str) -> bytes:
             pass
         else:
             return path_or_key.encode("ascii")
+    import zmq.auth
+
     path_or_key = os.path.expanduser(path_or_key)
     try:
         public, _ = zmq.auth.load_certificate(path_or_key)

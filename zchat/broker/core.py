@@ -663,7 +663,7 @@ class BrokerCore:
         body = msgpack.packb((kind, nick, text, now))
         stored = self.store.append(_room_log(room), msg_id, nick, body)
         if not stored.duplicate:
-            event = m.Event(room, stored.seq, kind, nick, text, now, msg_id)
+            event = m.Event.trusted(room, stored.seq, kind, nick, text, now, msg_id)
             live = self._rooms.get(room)
             if live is not None and live.private:
                 push = m.PrivateEvent(event)
@@ -680,7 +680,7 @@ class BrokerCore:
         events = []
         for e in entries:
             kind, nick, text, ts = msgpack.unpackb(e.body)
-            events.append(m.Event(room, e.seq, kind, nick, text, ts, e.msg_id))
+            events.append(m.Event.trusted(room, e.seq, kind, nick, text, ts, e.msg_id))
         return events
 
     def _load_room(self, name: str) -> Room:

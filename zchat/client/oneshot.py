@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from zchat.keys import HANDSHAKE_FAILURES, ClientKeys
 from zchat.protocol import ProtocolError, decode_from_broker, encode
@@ -123,6 +122,8 @@ def _dealer(endpoint: str, keys: ClientKeys | None) -> Iterator[zmq.Socket[bytes
 
 
 def _handshake_failure(monitor: zmq.Socket[bytes]) -> str | None:
+    from zmq.utils.monitor import parse_monitor_message  # imports asyncio: only if needed
+
     while monitor.poll(0):
         event = parse_monitor_message(monitor.recv_multipart())["event"]
         why = HANDSHAKE_FAILURES.get(zmq.Event(event))
