@@ -19,6 +19,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import zmq
+
+from zchat.protocol import decode_from_broker, encode
+from zchat.protocol import messages as m
+
 WAIT = 10.0  # seconds any single expected event may take before the test fails
 
 
@@ -151,3 +156,29 @@ class Broker(Proc):
             args += ["--pub", f"tcp://127.0.0.1:{pub_port}"]
         super().__init__([*args, *extra], stdin=False, env=env)
         self.wait_for("clients connect to")
+
+
+def raw_session(
+    ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, nick: str
+) -> tuple[zmq.Socket[bytes], m.Welcome]:
+    """A hand-written client: a raw DEALER that said HELLO as ``nick``, and its WELCOME."""
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(endpoint)
+    dealer.send_multipart(encode(m.Hello(1, nick)))
+    assert dealer.poll(int(WAIT * 1000)), f"no WELCOME for {nick}"
+    welcome = decode_from_broker(dealer.recv_multipart())
+    assert isinstance(welcome, m.Welcome), welcome
+    return dealer, welcome
+
+
+def raw_subscriber(
+    ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, *topics: bytes
+) -> zmq.Socket[bytes]:
+    """A raw SUB on the broadcast endpoint, subscribed to ``topics``."""
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(endpoint)
+    for topic in topics:
+        sub.setsockopt(zmq.SUBSCRIBE, topic)
+    return sub

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import zmq
 
-from tests.procs import Broker, Proc, free_port
+from tests.procs import Broker, Proc, free_port, raw_session, raw_subscriber
 from zchat.protocol import decode_broadcast, decode_from_broker, encode
 from zchat.protocol import messages as m
 
@@ -75,17 +75,8 @@ def test_three_clients_chat_see_presence_dm_and_exit(broker: Broker, client: Sta
 
 def test_dm_never_on_the_broadcast_socket(broker: Broker, client: Start, zctx: zmq.Context) -> None:
     """A raw SUB subscribed to everything sees room traffic but no DM (§6.6)."""
-    spy_dealer = zctx.socket(zmq.DEALER)
-    spy_dealer.setsockopt(zmq.LINGER, 0)
-    spy_dealer.connect(broker.endpoint)
-    spy_dealer.send_multipart(encode(m.Hello(1, "spy")))
-    assert spy_dealer.poll(10_000)
-    welcome = decode_from_broker(spy_dealer.recv_multipart())
-    assert isinstance(welcome, m.Welcome)
-    spy = zctx.socket(zmq.SUB)
-    spy.setsockopt(zmq.LINGER, 0)
-    spy.connect(welcome.pub)
-    spy.setsockopt(zmq.SUBSCRIBE, b"")
+    spy_dealer, welcome = raw_session(zctx, broker.endpoint, "spy")
+    spy = raw_subscriber(zctx, welcome.pub, b"")
 
     alice = client("alice", room="dev")
     alice.wait_for(r"^-- joined #dev")
@@ -294,18 +285,8 @@ def test_config_mistake_is_one_line(tmp_path: Path) -> None:
 
 def test_raw_subscriber_gets_nothing_before_subscribing(broker: Broker, zctx: zmq.Context) -> None:
     """The SYNCED handshake (§5.2) works for a hand-written client too."""
-    dealer = zctx.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.connect(broker.endpoint)
-    dealer.send_multipart(encode(m.Hello(1, "handmade")))
-    assert dealer.poll(10_000)
-    welcome = decode_from_broker(dealer.recv_multipart())
-    assert isinstance(welcome, m.Welcome)
-    sub = zctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.connect(welcome.pub)
-    sub.setsockopt(zmq.SUBSCRIBE, m.room_topic("dev"))
-    sub.setsockopt(zmq.SUBSCRIBE, m.sync_topic("tok123"))
+    dealer, welcome = raw_session(zctx, broker.endpoint, "handmade")
+    sub = raw_subscriber(zctx, welcome.pub, m.room_topic("dev"), m.sync_topic("tok123"))
     assert sub.poll(10_000)
     synced = decode_broadcast(sub.recv_multipart())
     assert synced == m.Synced("tok123")

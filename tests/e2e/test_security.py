@@ -13,14 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
 
-from tests.procs import Broker, Proc, free_port
+from tests.procs import Broker, Proc, free_port, raw_session, raw_subscriber
 from zchat.protocol import decode_from_broker, encode
 from zchat.protocol import messages as m
 
@@ -198,17 +198,8 @@ def test_private_room_and_dms_are_invisible_to_raw_sockets(
     broker: Broker, client: Start, zctx: zmq.Context
 ) -> None:
     """A raw SUB on b"" and a raw DEALER get nothing of a private room or a DM (§6.11)."""
-    spy = zctx.socket(zmq.DEALER)
-    spy.setsockopt(zmq.LINGER, 0)
-    spy.connect(broker.endpoint)
-    spy.send_multipart(encode(m.Hello(1, "spy")))
-    assert spy.poll(10_000)
-    welcome = decode_from_broker(spy.recv_multipart())
-    assert isinstance(welcome, m.Welcome)
-    sub = zctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.connect(welcome.pub)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    spy, welcome = raw_session(zctx, broker.endpoint, "spy")
+    sub = raw_subscriber(zctx, welcome.pub, b"")
 
     alice = client("alice", room="lobby")
     alice.wait_for(r"^-- joined #lobby")
@@ -361,15 +352,10 @@ def test_escape_sequences_never_reach_a_screen(
     """The broker refuses control characters (§3.3); the client escapes what it prints."""
     watcher = client("watcher", room="dev")
     watcher.wait_for(r"^-- joined #dev")
-    raw = zctx.socket(zmq.DEALER)
-    raw.setsockopt(zmq.LINGER, 0)
-    raw.connect(broker.endpoint)
-    raw.send_multipart(encode(m.Hello(1, "sneaky")))
-    assert raw.poll(10_000)
-    raw.recv_multipart()
-    evil = m.Say(2, "dev", "e1", "ok").__class__  # build the frames by hand: rules refuse it
+    raw, _ = raw_session(zctx, broker.endpoint, "sneaky")
+    # Built by hand: the codec's rules would refuse to build this SAY at all.
     body = msgpack.packb({"rid": 2, "room": "dev", "id": "e1", "text": "\x1b[2J\x1b]0;pwned\x07"})
-    raw.send_multipart([b"ZCHAT/1", evil.TYPE, body])
+    raw.send_multipart([b"ZCHAT/1", m.Say.TYPE, body])
     assert raw.poll(10_000)
     reply = decode_from_broker(raw.recv_multipart())
     assert isinstance(reply, m.Error) and reply.code == "bad_text"
@@ -386,10 +372,3 @@ def test_binding_beyond_loopback_without_curve_warns(tmp_path: Path, procs: list
     )
     procs.append(b)
     b.wait_for(r"warning: listening beyond this host without CURVE")
-
-
-@pytest.fixture
-def zctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
