@@ -92,13 +92,16 @@ def hosts() -> Iterator[Hosts]:
     made.close()
 
 
-def test_three_hosts_from_config_files(hosts: Hosts, tmp_path: Path, procs: list[Proc]) -> None:
-    """Broker bound to 0.0.0.0 on one host; clients on two others find it by name."""
+def start_deployment(
+    hosts: Hosts, tmp_path: Path, procs: list[Proc], env: dict[str, str] | None = None
+) -> tuple[Proc, Proc, Proc]:
+    """The shipped configs/multihost files, each on its own host: broker, alice, bob."""
     broker = Proc(
         ["broker", "--config", str(CONFIGS / "broker.toml")],
         stdin=False,
         prefix=hosts.run(hosts.broker),
         cwd=tmp_path,
+        env=env,
     )
     procs.append(broker)
     broker.wait_for("clients connect to tcp://0.0.0.0:5555")
@@ -114,7 +117,13 @@ def test_three_hosts_from_config_files(hosts: Hosts, tmp_path: Path, procs: list
 
     alice = start("alice")
     bob = start("bob")
-    alice.wait_for(r"#dev -- bob joined #dev")
+    alice.wait_for(r"#dev -- bob joined #dev$")
+    return broker, alice, bob
+
+
+def test_three_hosts_from_config_files(hosts: Hosts, tmp_path: Path, procs: list[Proc]) -> None:
+    """Broker bound to 0.0.0.0 on one host; clients on two others find it by name."""
+    broker, alice, bob = start_deployment(hosts, tmp_path, procs)
 
     alice.send("hello from host a")
     bob.wait_for(r"#dev <alice> hello from host a$")
@@ -145,28 +154,8 @@ def test_link_cut_and_restored(hosts: Hosts, tmp_path: Path, procs: list[Proc]) 
     overriding the file's 5 s / 15 s (environment over file): a 15 s timeout
     would not expire alice within the waits below.
     """
-    broker = Proc(
-        ["broker", "--config", str(CONFIGS / "broker.toml")],
-        stdin=False,
-        prefix=hosts.run(hosts.broker),
-        cwd=tmp_path,
-        env={"ZCHAT_HEARTBEAT": "0.5", "ZCHAT_TIMEOUT": "3"},
-    )
-    procs.append(broker)
-    broker.wait_for("clients connect to tcp://0.0.0.0:5555")
-
-    def start(name: str) -> Proc:
-        c = Proc(
-            ["client", "--plain", "--config", str(CONFIGS / f"{name}.toml")],
-            prefix=hosts.run(hosts.clients[name]),
-        )
-        procs.append(c)
-        c.wait_for(r"^-- joined #dev", timeout=20)
-        return c
-
-    alice = start("alice")
-    bob = start("bob")
-    alice.wait_for(r"#dev -- bob joined #dev$")
+    env = {"ZCHAT_HEARTBEAT": "0.5", "ZCHAT_TIMEOUT": "3"}
+    broker, alice, bob = start_deployment(hosts, tmp_path, procs, env)
     alice.send("before the cut")
     bob.wait_for(r"#dev <alice> before the cut$")
     bob.send("seen you")
