@@ -103,7 +103,7 @@ def broker(config_file: str | None, **flags: Any) -> None:
         from zchat.broker.metrics import MetricsError, serve
 
         try:
-            metrics = serve(cfg.metrics, server.core)
+            metrics = serve(cfg.metrics, server.core, server.clock)
         except MetricsError as exc:
             server.close()
             store.close()

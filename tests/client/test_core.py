@@ -1437,3 +1437,37 @@ def test_a_room_log_that_went_back_resets_the_position() -> None:
     assert core.rooms["lobby"].last == 2
     new = core.on_broadcast(event(3, text="after the restore"), T0 + 3)
     assert chat_texts(new) == ["after the restore"]
+
+
+def test_a_throttled_gap_fetch_is_asked_again_and_never_shown_as_history() -> None:
+    core = ready()
+    core.on_broadcast(event(1), T0)
+    gap = the(core.on_broadcast(event(3), T0), m.History)
+    assert core.on_direct(m.Error(gap.rid, "rate_limited", "slow", 0.5), T0) == []
+    assert not core.rooms["lobby"].fetching
+    again = the(core.on_broadcast(event(4), T0 + 1), m.History)  # asked again, after the wait
+    out = core.on_direct(m.Events(again.rid, "lobby", [event(2), event(3), event(4)], 4), T0 + 1)
+    assert chat_texts(out) == ["line 2", "line 3", "line 4"]
+    assert all(not e.history for e in shown(out) if isinstance(e, Chat))
+
+
+def test_a_throttled_message_for_a_room_whose_join_fails_is_dropped_cleanly() -> None:
+    core = ready()
+    actions = core.command("/join dev", T0)
+    join = the(sync(core, actions, T0), m.Join)
+    core.on_direct(joined(join), T0)
+    say = the(core.command("to dev", T0), m.Say)
+    core.on_direct(m.Error(say.rid, "rate_limited", "slow", 0.5), T0)
+    core.command("/leave dev", T0)
+    actions = core.command("/join dev", T0)
+    join = the(sync(core, actions, T0), m.Join)
+    core.on_direct(m.Error(join.rid, "banned", "you are banned"), T0)
+    assert core.outbox == {}
+    core.tick(T0 + 1)  # used to raise KeyError for the refused id
+
+
+def test_quitting_through_a_broker_shutdown_exits_zero() -> None:
+    core = ready()
+    bye = the(core.command("/quit", T0), m.Bye)
+    assert bye.reason == ""
+    assert core.on_broadcast(m.Shutdown("restart"), T0) == [Quit(0)]

@@ -389,3 +389,13 @@ def test_memory_store_keeps_at_most_keep_entries_per_log() -> None:
     assert seqs(store.read("#dev", 0, 10)) == [4, 5, 6]
     # The ids of the entries kept still deduplicate.
     assert store.append("#dev", "m5", "alice", b"") == Appended(store.epoch, 5, True)
+
+
+def test_sqlite_asking_about_unknown_logs_keeps_no_memory(tmp_path: Path) -> None:
+    """A client can ask about any room name; that must not grow the broker's cache."""
+    store = SQLiteStore(tmp_path / "s.db")
+    for i in range(1000):
+        assert store.last(f"#nothing-{i}") == 0
+    assert len(store._last) == 0
+    store.append("#real", "m1", "alice", b"x")
+    assert store.last("#real") == 1

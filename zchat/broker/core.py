@@ -151,8 +151,11 @@ def _throttled(lim: Limits, wait: float) -> ProtocolError:
     )
 
 
+#: Log entries' bodies, packed by one reused Packer (the broker's hot path).
+_PACK = msgpack.Packer().pack
+
 #: Requests that never cost a rate-limit token: liveness, confirmations, leaving.
-_UNMETERED = (m.Ping, m.Seen, m.Bye, m.Hello)
+_UNMETERED = (m.Ping, m.Seen, m.Bye)
 
 
 class BrokerCore:
@@ -355,7 +358,8 @@ class BrokerCore:
         session = self._by_token.get(req.resume) if req.resume else None
         if session is not None and session.user == user:  # a token alone is not enough
             # The same client on a new connection: its old routing id is dead.
-            self._by_peer.pop(session.peer, None)
+            if self._by_peer.get(session.peer) is session:
+                del self._by_peer[session.peer]
             session.peer = peer
             self._heard(session, now)
             self._by_peer[peer] = session
@@ -479,7 +483,7 @@ class BrokerCore:
         if not known:
             raise ProtocolError("no_such_nick", f"nobody is called {req.to}")
         to = target.nick if target else req.to
-        body = msgpack.packb((req.id, s.nick, to, req.text, now, req.action))
+        body = _PACK((req.id, s.nick, to, req.text, now, req.action))
         stored = self.store.append(_inbox(req.to), req.id, s.nick, body)
         if stored.duplicate:
             self.counters.duplicates += 1
@@ -660,7 +664,7 @@ class BrokerCore:
         DEALER and never near the broadcast socket (§6.11).
         """
         msg_id = msg_id or uuid.uuid4().hex
-        body = msgpack.packb((kind, nick, text, now))
+        body = _PACK((kind, nick, text, now))
         stored = self.store.append(_room_log(room), msg_id, nick, body)
         if not stored.duplicate:
             event = m.Event.trusted(room, stored.seq, kind, nick, text, now, msg_id)

@@ -8,8 +8,7 @@ that thread is safe), so the broker's loop does no extra work per message.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from zchat.broker.core import BrokerCore, Counters
@@ -33,7 +32,7 @@ class MetricsError(Exception):
     """The endpoint cannot be served; str() says why, in one line."""
 
 
-def serve(address: str, core: BrokerCore) -> Any:
+def serve(address: str, core: BrokerCore, clock: Callable[[], float]) -> Any:
     """Start serving /metrics on ``address``; returns the server (call .shutdown())."""
     try:
         from prometheus_client import start_http_server
@@ -48,7 +47,7 @@ def serve(address: str, core: BrokerCore) -> Any:
         def collect(self) -> Iterator[Any]:
             yield GaugeMetricFamily("zchat_clients", "Live sessions", value=core.clients)
             yield GaugeMetricFamily("zchat_rooms", "Rooms with members", value=core.rooms)
-            uptime = time.time() - core.started
+            uptime = clock() - core.started  # the broker's own clock: steady
             yield GaugeMetricFamily("zchat_uptime_seconds", "Seconds since start", value=uptime)
             for f in dataclasses.fields(Counters):
                 value = getattr(core.counters, f.name)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from zchat.client.core import ClientCore
-from zchat.client.events import UiEvent, to_json
+from zchat.client.events import Problem, UiEvent, to_json
 from zchat.client.transport import Transport
 from zchat.config import ClientConfig
 from zchat.keys import ClientKeys
@@ -92,16 +92,25 @@ def _pollable(fd: int) -> bool:
 async def _pump_stdin(transport: Transport) -> None:
     """Feed stdin to the transport line by line; end of input means /quit."""
     loop = asyncio.get_running_loop()
-    if _pollable(sys.stdin.fileno()):
-        reader = asyncio.StreamReader(limit=1 << 20)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        while line_bytes := await reader.readline():
-            transport.feed(line_bytes.decode("utf-8", "replace"))
-    else:
-        # A file or device that never blocks: read it whole.
-        for line in sys.stdin:
-            transport.feed(line)
-    transport.feed("/quit")
+    try:
+        if _pollable(sys.stdin.fileno()):
+            reader = asyncio.StreamReader(limit=1 << 20)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+            while True:
+                try:
+                    line_bytes = await reader.readline()
+                except ValueError:  # a line over the reader's 1 MiB limit
+                    transport.on_event(Problem("skipped an input line longer than 1 MiB"))
+                    continue
+                if not line_bytes:
+                    break
+                transport.feed(line_bytes.decode("utf-8", "replace"))
+        else:
+            # A file or device that never blocks: read it whole.
+            for line in sys.stdin:
+                transport.feed(line)
+    finally:
+        transport.feed("/quit")
 
 
 async def _interactive(core: ClientCore, config: ClientConfig, keys: ClientKeys | None) -> int:

@@ -185,7 +185,9 @@ class ClientCore:
         self._refused: OrderedDict[str, None] = OrderedDict()
         self._hold_until = 0.0
         self._throttled_later = 0  # how many of `_later` are throttled requests, at its front
-        self._later: list[Callable[[int], m.Request]] = []  # asked for before connected
+        # Requests asked for before they could go (not connected, joining, throttled),
+        # each with whether its answer is shown (False: a background request).
+        self._later: list[tuple[Callable[[int], m.Request], bool]] = []
         self._retry = 2.0  # seconds before a HELLO is tried again; doubles to 32
         # Ids of DMs shown lately: an unconfirmed DM comes again after a reconnect.
         self._dm_ids: OrderedDict[str, None] = OrderedDict()
@@ -266,6 +268,8 @@ class ClientCore:
         return [Output(StateChange("auth_failed", f"authentication failed: {why}")), Quit(3)]
 
     def _lost(self, why: str, now: float) -> list[Action]:
+        if self.quitting and self._bye_sent:
+            return [Quit(0)]  # we were leaving anyway; the broker ends the session
         self.state = "reconnecting"
         self.pub = ""  # the transport drops the SUB too; WELCOME names the endpoint again
         return [Output(StateChange("reconnecting", f"{why}; reconnecting ...")), Reconnect(why)]
@@ -470,7 +474,7 @@ class ClientCore:
         if not self.quitting:
             self.quitting = True
             self._quit_by = now + self.quit_wait
-            self._quit_reason = reason[:300]
+            self._quit_reason = reason
         return self._maybe_bye(now)
 
     def _maybe_bye(self, now: float) -> list[Action]:
@@ -512,17 +516,20 @@ class ClientCore:
         actions: list[Action] = []
         in_flight = len(self.outbox) - len(self._unsent) - len(self._refused)
         for queue in (self._refused, self._unsent):
-            for msg_id in list(queue):
+            going: list[str] = []
+            for msg_id in queue:  # no copy: stops at the window, so no walk of the backlog
                 if in_flight >= WINDOW:
-                    return actions
+                    break
                 queued = self.outbox[msg_id]
                 if isinstance(queued, m.Say):
                     view = self.rooms.get(queued.room)
                     if view is not None and not view.joined:
                         continue
-                del queue[msg_id]
+                going.append(msg_id)
                 in_flight += 1
-                actions.append(self._request(_with_rid(queued, self._next_rid()), now))
+            for msg_id in going:
+                del queue[msg_id]
+                actions.append(self._request(_with_rid(self.outbox[msg_id], self._next_rid()), now))
         return actions
 
     def _simple(self, build: Callable[[int], m.Request], now: float) -> list[Action]:
@@ -533,7 +540,7 @@ class ClientCore:
         if self.state != "ready" or self._joining() or now < self._hold_until:
             # Keep the order the user typed: after the connection, the joins and
             # any rate-limit wait.
-            self._later.append(build)
+            self._later.append((build, True))
             return []
         return [self._request(msg, now)]
 
@@ -547,7 +554,7 @@ class ClientCore:
             return []
         self._throttled_later = 0
         later, self._later = self._later, []
-        return [self._request(build(self._next_rid()), now) for build in later]
+        return [self._request(build(self._next_rid()), now, show) for build, show in later]
 
     # ---------------------------------------------------- from the broker
 
@@ -571,7 +578,7 @@ class ClientCore:
             return []  # a reply from before a reconnect: its request was redone
         req = pending.msg
         if isinstance(msg, m.Error):
-            return self._on_error(req, msg, now)
+            return self._on_error(req, msg, pending.show, now)
         if isinstance(msg, m.Welcome):
             return self._on_welcome(msg, now)
         if isinstance(msg, m.Joined):
@@ -803,7 +810,15 @@ class ClientCore:
                 view.members[nick_key(ev.text)] = ev.text
         return [Output(_to_ui(ev, self.nick, history))]
 
-    def _on_error(self, req: m.Request, err: m.Error, now: float) -> list[Action]:
+    def _on_error(self, req: m.Request, err: m.Error, show: bool, now: float) -> list[Action]:
+        if isinstance(req, m.History) and not show:
+            # A gap fetch that failed: fetch again at the next event or PONG head.
+            view = self.rooms.get(req.room)
+            if view is not None:
+                view.fetching = False
+            if err.code == "rate_limited":
+                self._hold_until = max(self._hold_until, now + max(err.retry_after, 0.05))
+                return []
         if isinstance(req, m.Hello):
             if err.code == "nick_taken" and not self.session:
                 return [Output(Problem(f"{err.code}: {err.text}")), Quit(2)]
@@ -829,12 +844,12 @@ class ClientCore:
                     self._refused[req.id] = None
             elif not isinstance(req, m.Join) or req.room in self.rooms:
                 # Ahead of what was typed since, behind what was throttled before.
-                self._later.insert(self._throttled_later, functools.partial(_with_rid, req))
+                build = functools.partial(_with_rid, req)
+                self._later.insert(self._throttled_later, (build, show))
                 self._throttled_later += 1
             return notice
         if isinstance(req, (m.Say, m.Tell)):
-            self.outbox.pop(req.id, None)
-            self._unsent.pop(req.id, None)
+            self._drop(req.id)
             return [Output(Problem(f"{err.code}: {err.text}"))]
         if isinstance(req, m.Bye):
             return [Quit(0)]
@@ -846,8 +861,7 @@ class ClientCore:
                 i for i, q in self.outbox.items() if isinstance(q, m.Say) and q.room == req.room
             ]
             for msg_id in stuck:
-                del self.outbox[msg_id]
-                self._unsent.pop(msg_id, None)
+                self._drop(msg_id)
             if stuck:
                 problem.append(Output(Problem(f"{len(stuck)} message(s) for #{req.room} not sent")))
             if self.current == req.room:
@@ -856,6 +870,12 @@ class ClientCore:
         return problem
 
     # ------------------------------------------------------------- helpers
+
+    def _drop(self, msg_id: str) -> None:
+        """Forget a message for good: it is in no queue of the outbox any more."""
+        self.outbox.pop(msg_id, None)
+        self._unsent.pop(msg_id, None)
+        self._refused.pop(msg_id, None)
 
     def _next_rid(self) -> int:
         self._rid += 1

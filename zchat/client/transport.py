@@ -73,6 +73,7 @@ class Transport:
         self._done = asyncio.get_running_loop().create_future()
         self._open_dealer()
         timer = asyncio.create_task(self._timer())
+        timer.add_done_callback(self._task_done)  # a failing timer ends the client, loudly
         try:
             return await self._done
         finally:

@@ -117,7 +117,9 @@ class SQLiteStore(Store):
         cached = self._last.get(log)
         if cached is None:
             row = self._db.execute("SELECT max(seq) FROM entries WHERE log = ?", (log,)).fetchone()
-            cached = self._last[log] = int(row[0] or 0)
+            if row[0] is None:
+                return 0  # not cached: asking about any name must not grow memory
+            cached = self._last[log] = int(row[0])
         return cached
 
     def get_state(self, log: str) -> bytes | None:
