@@ -399,3 +399,12 @@ def test_sqlite_asking_about_unknown_logs_keeps_no_memory(tmp_path: Path) -> Non
     assert len(store._last) == 0
     store.append("#real", "m1", "alice", b"x")
     assert store.last("#real") == 1
+
+
+def test_sqlite_store_is_held_by_one_broker_at_a_time(tmp_path: Path) -> None:
+    """Two brokers on one store would hand out the same sequence numbers."""
+    first = SQLiteStore(tmp_path / "s.db")
+    with pytest.raises(StoreError, match="in use by another broker"):
+        SQLiteStore(tmp_path / "s.db")
+    first.close()
+    SQLiteStore(tmp_path / "s.db").close()  # free again once closed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import uuid
@@ -37,10 +38,13 @@ class SQLiteStore(Store):
         try:
             if self.path.parent != Path(""):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            if str(self.path) != ":memory:" and not self.path.exists():
-                # History is private: owner-only from the start (SQLite gives
-                # its -wal and -shm files the same mode).
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._lock: int | None = None
+            if str(self.path) != ":memory:":
+                if not self.path.exists():
+                    # History is private: owner-only from the start (SQLite gives
+                    # its -wal and -shm files the same mode).
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                self._lock = _lock(self.path)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, per batch.
             self._db = sqlite3.connect(str(self.path), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -49,6 +53,8 @@ class SQLiteStore(Store):
         except (sqlite3.DatabaseError, OSError, StoreError) as exc:
             if hasattr(self, "_db"):
                 self._db.close()
+            if getattr(self, "_lock", None) is not None:
+                os.close(self._lock)  # type: ignore[arg-type]
             if isinstance(exc, StoreError):
                 raise
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
@@ -153,3 +159,18 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
+
+
+def _lock(path: Path) -> int:
+    """Hold an exclusive lock on ``path``: two brokers on one store would hand out
+    the same sequence numbers (each caches the positions)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(f"store {path}: in use by another broker") from None
+    return fd
