@@ -217,6 +217,18 @@ def test_send_one_shot(broker: Broker, client: Start) -> None:
     assert done.returncode == 0, done.stderr
     watcher.wait_for(r"#ops <cron> a$")
     watcher.wait_for(r"#ops <cron> b$")
+    # A line the rules refuse is skipped, the others still go, and the exit says so.
+    done = subprocess.run(
+        [*base, "--nick", "cron"],
+        input="good one\nbad \x1b[31mred\x1b[0m\ngood two\n",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 1
+    assert "1 not sent (line 2: message contains control" in done.stderr
+    watcher.wait_for(r"#ops <cron> good two$")
+    assert watcher.count("red") == 0
     # No broker: a one-line error and a non-zero exit.
     lonely = f"tcp://127.0.0.1:{free_port()}"
     done = subprocess.run(

@@ -37,18 +37,31 @@ def send(
     timeout: float,
     keys: ClientKeys | None = None,
 ) -> int:
-    """Say every text in ``room``; return how many the broker stored (all, or raise)."""
-    try:
-        says = [m.Say(0, room, uuid.uuid4().hex, t) for t in texts if t.strip()]
-    except ProtocolError as exc:
-        raise SendError(exc.text) from None
-    with _dealer(endpoint, keys) as sock:
-        rids = itertools.count(1)
-        _ask(sock, m.Hello(next(rids), nick), time.monotonic() + timeout, endpoint)
-        _say_all(sock, says, timeout, endpoint, rids)
-        sock.send_multipart(encode(m.Bye(next(rids))))
-        _receive(sock, time.monotonic() + timeout, endpoint)
-        return len(says)
+    """Say every text in ``room``; return how many the broker stored.
+
+    A text the rules refuse (control characters, too long) is skipped and the
+    rest is sent; SendError afterwards names the first one refused, so a script
+    sees a failure without losing the good lines.
+    """
+    says: list[m.Say] = []
+    refused: list[str] = []
+    for number, text in enumerate(texts, start=1):
+        if not text.strip():
+            continue
+        try:
+            says.append(m.Say(0, room, uuid.uuid4().hex, text))
+        except ProtocolError as exc:
+            refused.append(f"line {number}: {exc.text}")
+    if says:
+        with _dealer(endpoint, keys) as sock:
+            rids = itertools.count(1)
+            _ask(sock, m.Hello(next(rids), nick), time.monotonic() + timeout, endpoint)
+            _say_all(sock, says, timeout, endpoint, rids)
+            sock.send_multipart(encode(m.Bye(next(rids))))
+            _receive(sock, time.monotonic() + timeout, endpoint)
+    if refused:
+        raise SendError(f"{len(refused)} not sent ({refused[0]}); {len(says)} sent")
+    return len(says)
 
 
 def _say_all(
