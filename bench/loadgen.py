@@ -583,7 +583,27 @@ class ZchatWorker(Worker):
 # ---------------------------------------------------------------------- proxy
 
 
-class ProxyWorker(Worker):
+class UnackedWorker(Worker):
+    """A peer without acknowledgements: a message counts as acked once written."""
+
+    schedule: Schedule
+    t_first_send: float
+    t_last_send: float
+
+    def result(self) -> dict[str, Any]:
+        out = super().result()
+        if self.mode == "send":
+            out.update(
+                sent=self.schedule.next,
+                acked=self.schedule.next,
+                t_first=self.t_first_send,
+                t_last_send=self.t_last_send,
+                t_last_ack=self.t_last_send,
+            )
+        return out
+
+
+class ProxyWorker(UnackedWorker):
     """PUB senders into the proxy's XSUB, SUB receivers on its XPUB."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -681,18 +701,6 @@ class ProxyWorker(Worker):
             return self.schedule.next >= self.schedule.total
         return super().done()
 
-    def result(self) -> dict[str, Any]:
-        out = super().result()
-        if self.mode == "send":
-            out.update(
-                sent=self.schedule.next,
-                acked=self.schedule.next,
-                t_first=self.t_first_send,
-                t_last_send=self.t_last_send,
-                t_last_ack=self.t_last_send,
-            )
-        return out
-
     def close(self) -> None:
         for sock in self.socks:
             # A PUB drops what it has not written yet at close with linger 0;
@@ -705,7 +713,7 @@ class ProxyWorker(Worker):
 # ----------------------------------------------------------------------- mqtt
 
 
-class MqttWorker(Worker):
+class MqttWorker(UnackedWorker):
     """paho-mqtt clients of mosquitto, QoS 0, on this worker's epoll loop."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -830,18 +838,6 @@ class MqttWorker(Worker):
         if self.mode == "send":
             return self.schedule.next >= self.schedule.total and not self.writing
         return super().done()
-
-    def result(self) -> dict[str, Any]:
-        out = super().result()
-        if self.mode == "send":
-            out.update(
-                sent=self.schedule.next,
-                acked=self.schedule.next,
-                t_first=self.t_first_send,
-                t_last_send=self.t_last_send,
-                t_last_ack=self.t_last_send,
-            )
-        return out
 
     def close(self) -> None:
         for c in self.clients:

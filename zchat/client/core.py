@@ -195,7 +195,6 @@ class ClientCore:
         self._last_rx = 0.0  # when the DEALER last heard from the broker
         self._last_beat_rx = 0.0  # when the SUB last heard a BEAT
         self._last_tx = 0.0
-        self._beat = 0
         if room is not None:
             self.rooms[room] = RoomView(room)
 
@@ -649,7 +648,6 @@ class ClientCore:
             return self._on_event(msg, now)
         if isinstance(msg, m.Beat):
             self._last_beat_rx = now
-            self._beat = msg.n
             return []
         if isinstance(msg, m.Synced):
             rooms = self._syncs.pop(msg.token, None)

@@ -99,11 +99,6 @@ def wants_colour(env: Mapping[str, str]) -> bool:
     return env.get("TERM", "") not in ("dumb", "")
 
 
-def colour_depth(env: Mapping[str, str]) -> ColorDepth | None:
-    """1-bit (attributes, no colours) when colour is off; else the terminal's own default."""
-    return None if wants_colour(env) else ColorDepth.DEPTH_1_BIT
-
-
 #: Only attributes here (bold, reverse, dim, italic) so the screen reads the same
 #: without colour; COLOURS adds colour on top when the terminal has it.
 STYLE = {
