@@ -34,3 +34,19 @@ def test_protocol_doc_has_the_sections_code_and_tests_cite() -> None:
         cited |= set(re.findall(r"§(\d+(?:\.\d+)?)", path.read_text()))
     headings = set(re.findall(r"^#+ (\d+(?:\.\d+)?)\.? ", doc, re.M))
     assert cited <= headings, f"cited but missing in docs/protocol.md: {sorted(cited - headings)}"
+
+
+def test_error_codes_match_the_protocol_table() -> None:
+    """§7's table and the Code enum name the same codes with the same whose-fault column."""
+    from zchat.protocol import Code
+
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("## 7. Errors") : doc.index("## 8.")]
+    rows = {
+        code: fault
+        for code, fault in re.findall(r"^\| `(\w+)` \|[^|]*\|[^|]*\| ([^|]+) \|", section, re.M)
+    }
+    assert set(rows) == {c.value for c in Code}
+    for code in Code:
+        assert code.fault.value in rows[code.value], (code, rows[code.value])
+        assert code.retryable == ("retry_after" in rows[code.value]), code

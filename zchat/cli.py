@@ -87,7 +87,10 @@ def broker(config_file: str | None, **flags: Any) -> None:
         raise click.ClickException(str(exc)) from None
     security = "CURVE" if server.curve else "no encryption"
     if server.curve:
-        security += ", any client key" if cfg.curve_open else f", {len(server.keyring)} client keys"
+        keys = len(server.keyring)
+        security += (
+            ", any client key" if cfg.curve_open else f", {keys} client key{'s' * (keys != 1)}"
+        )
     click.echo(
         f"zchat broker {__version__}: clients connect to {server.endpoint}, "
         f"broadcast on {server.pub_endpoint}, store {cfg.store} ({security})",
@@ -117,6 +120,8 @@ def broker(config_file: str | None, **flags: Any) -> None:
             metrics.shutdown()
         server.close()
         store.close()
+    if server.failure:
+        raise click.ClickException(server.failure)
     click.echo("zchat broker stopped")
 
 

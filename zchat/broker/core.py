@@ -10,6 +10,7 @@ acknowledged or published that could still be lost (docs/protocol.md §6.4).
 
 from __future__ import annotations
 
+import enum
 import secrets
 import uuid
 from collections import OrderedDict
@@ -22,8 +23,9 @@ import msgpack
 from zchat.protocol import ProtocolError, decode_request
 from zchat.protocol import messages as m
 from zchat.protocol.codec import Frames
+from zchat.protocol.errors import Code
 from zchat.protocol.rules import MAX_HISTORY, nick_key
-from zchat.store import Store
+from zchat.store import Store, StoreUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,13 @@ class Show:
 
 
 Effect = Send | Publish | Show
+
+
+class StoreHealth(enum.Enum):
+    """Whether the broker writes to its store (docs/protocol.md §6.4)."""
+
+    WRITING = "writing"
+    REFUSING = "refusing writes"  # a write failed; retried from store_retry_at on
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +163,6 @@ def _throttled(lim: Limits, wait: float) -> ProtocolError:
 #: Log entries' bodies, packed by one reused Packer (the broker's hot path).
 _PACK = msgpack.Packer().pack
 
-#: Requests that never cost a rate-limit token: liveness, confirmations, leaving.
-_UNMETERED = (m.Ping, m.Seen, m.Bye)
-
 
 class BrokerCore:
     """All broker state: sessions, rooms, nicks. Single-threaded, clock injected."""
@@ -180,6 +186,12 @@ class BrokerCore:
         self._beat = 0
         self._next_beat = now
         self.started = now
+        self._caller_key = ""  # the CURVE key of the request being handled
+        #: Whether the store takes writes; while it does not, writes are refused
+        #: and retried from `store_retry_at` on (docs/protocol.md §6.4).
+        self.store_health = StoreHealth.WRITING
+        self._store_failed_at = 0.0
+        self.store_retry_at = 0.0
 
     # ------------------------------------------------------------ entry points
 
@@ -194,14 +206,14 @@ class BrokerCore:
             req = decode_request(frames)
         except ProtocolError as exc:
             self.counters.malformed += 1
-            out: list[Effect] = [
+            bad: list[Effect] = [
                 Show(f"! dropped bad request from {peer.hex()}: {exc.code}: {exc}")
             ]
-            if exc.rid is not None or exc.code in ("bad_version", "unknown_type"):
-                out.append(Send(peer, m.Error(exc.rid or 0, exc.code, exc.text)))
-            return out
-        if isinstance(req, m.Stats):  # an operator's question: no session needed
-            return [Send(peer, self._stats(req.rid, now))]
+            if exc.rid is not None or exc.code in (Code.BAD_VERSION, Code.UNKNOWN_TYPE):
+                bad.append(Send(peer, m.Error(exc.rid or 0, exc.code, exc.text)))
+            return bad
+        verb = _VERBS[type(req)]
+        self._caller_key = user
         session = self._by_peer.get(peer)
         if session is not None and session.user != user:
             # A routing id reused by another key (a peer may choose its id):
@@ -209,19 +221,24 @@ class BrokerCore:
             session = None
         if session is not None:
             self._heard(session, now)
-        out = []
+        out: list[Effect] = []
         try:
-            if isinstance(req, m.Hello):
-                self._hello(peer, session, req, now, user, out)
-            elif session is None:
-                raise ProtocolError("not_registered", "say HELLO with a nick first")
-            else:
-                if not isinstance(req, _UNMETERED):
-                    self._spend(session, now)
-                self._dispatch(session, req, now, out)
+            if verb.session is _NEEDS and session is None:
+                raise ProtocolError(Code.NOT_REGISTERED, "say HELLO with a nick first")
+            if self.store_down and verb.writes(req):
+                raise self._store_unavailable(now)
+            if verb.metered and session is not None:
+                self._spend(session, now)
+            verb.handler(self, peer, session, req, now, out)
         except ProtocolError as exc:
             self.counters.errors += 1
             out.append(Send(peer, m.Error(req.rid, exc.code, exc.text, exc.retry_after)))
+        except StoreUnavailable as exc:
+            # A write failed under this request: nothing of it is shown or sent;
+            # the sender is told to try again, and writes stop until the store
+            # takes them again (docs/protocol.md §6.4).
+            out = self.store_failed(now, str(exc))
+            out.append(Send(peer, _error(req.rid, self._store_unavailable(now))))
         return out
 
     def _spend(self, s: Session, now: float) -> None:
@@ -261,6 +278,8 @@ class BrokerCore:
             self._beat += 1
             self._next_beat = now + self.config.heartbeat
             out.append(Publish(m.Beat(self._beat, now)))
+        if self.store_down:
+            return out  # a leave is a stored event: expiries wait for the store
         deadline = now - self.config.timeout
         while self._quietest and (s := next(iter(self._quietest.values()))).last_seen <= deadline:
             self.counters.expired += 1
@@ -268,7 +287,10 @@ class BrokerCore:
         return out
 
     def next_deadline(self) -> float:
-        """When tick() next has work: the next beat or the next session expiry."""
+        """When tick() next has work: the next beat or the next session expiry
+        (or, while the store is down, the next time to try it again)."""
+        if self.store_down:
+            return min(self._next_beat, self.store_retry_at)
         if not self._quietest:
             return self._next_beat
         quietest = next(iter(self._quietest.values()))
@@ -280,6 +302,42 @@ class BrokerCore:
         # of sessions.
         s.last_seen = now
         self._quietest.move_to_end(s.token)
+
+    @property
+    def store_down(self) -> bool:
+        return self.store_health is StoreHealth.REFUSING
+
+    def store_failed(self, now: float, why: str) -> list[Effect]:
+        """The store could not write: refuse writes until ``store_retry_at``.
+
+        Returns one line for the operator per episode, not one per refusal.
+        """
+        first = not self.store_down
+        if first:
+            self.store_health = StoreHealth.REFUSING
+            self._store_failed_at = now
+        # Try again soon at first, then less often: 1 s doubling to 16 s.
+        down_for = now - self._store_failed_at
+        self.store_retry_at = now + min(16.0, max(1.0, down_for))
+        if not first:
+            return []
+        return [Show(f"! store failing, refusing writes until it recovers: {why}")]
+
+    def store_recovered(self, now: float) -> list[Effect]:
+        """The store wrote again: accept writes."""
+        if not self.store_down:
+            return []
+        down_for = now - self._store_failed_at
+        self.store_health = StoreHealth.WRITING
+        return [Show(f"* store writing again after {down_for:.1f} s")]
+
+    def _store_unavailable(self, now: float) -> ProtocolError:
+        wait = max(0.5, self.store_retry_at - now)
+        return ProtocolError(
+            Code.STORE_UNAVAILABLE,
+            f"the broker cannot store anything right now; try again in {wait:.1f} s",
+            retry_after=round(wait, 3),
+        )
 
     def shutdown(self, reason: str) -> list[Effect]:
         return [Publish(m.Shutdown(reason)), Show(f"* shutting down: {reason}")]
@@ -296,63 +354,48 @@ class BrokerCore:
 
     # ----------------------------------------------------------------- verbs
 
-    def _dispatch(self, s: Session, req: m.Request, now: float, out: list[Effect]) -> None:
-        if isinstance(req, m.Say):
-            self._say(s, req, now, out)
-        elif isinstance(req, m.Ping):
-            heads = [m.Head(r, self.store.last(_room_log(r))) for r in sorted(s.rooms)]
-            out.append(Send(s.peer, m.Pong(req.rid, now, self._beat, heads)))
-        elif isinstance(req, m.Join):
-            self._join(s, req, now, out)
-        elif isinstance(req, m.Leave):
-            if req.room not in s.rooms:
-                raise ProtocolError("not_member", f"you are not in #{req.room}")
-            self._part(s, req.room, "left", now, out)
-            out.append(Send(s.peer, m.Ok(req.rid)))
-        elif isinstance(req, m.Tell):
-            self._tell(s, req, now, out)
-        elif isinstance(req, m.Nick):
-            self._nick(s, req, now, out)
-        elif isinstance(req, m.Topic):
-            self._topic(s, req, now, out)
-        elif isinstance(req, m.Who):
-            room = self._rooms.get(req.room)
-            settings = room or self._load_room(req.room)
-            if settings.private and req.room not in s.rooms:
-                raise ProtocolError("not_member", f"#{req.room} is invite-only")
-            members, more = _fit_names(_nicks(room), _LIST_BUDGET)
-            out.append(Send(s.peer, m.Names(req.rid, req.room, members, more)))
-        elif isinstance(req, m.Rooms):
-            out.append(Send(s.peer, self._room_list(req.rid, s)))
-        elif isinstance(req, m.Invite):
-            self._invite(s, req, out)
-        elif isinstance(req, m.Kick):
-            self._kick(s, req, now, out)
-        elif isinstance(req, m.Ban):
-            self._ban(s, req, now, out)
-        elif isinstance(req, m.History):
-            self._history(s, req, out)
-        elif isinstance(req, m.Seen):
-            log = _inbox(s.nick)
-            cursor = max(self._cursor(s.nick), min(req.seq, self.store.last(log)))
-            self.store.set_state(log, str(cursor).encode())
-            out.append(Send(s.peer, m.Ok(req.rid)))
-        elif isinstance(req, m.Bye):
-            peer = s.peer
-            self._end(s, f"quit: {req.reason}" if req.reason else "quit", now, out)
-            out.append(Send(peer, m.Ok(req.rid)))
-        else:  # pragma: no cover - every Request type is handled above
-            raise ProtocolError("unknown_type", f"unhandled {type(req).__name__}")
+    def _ping(self, peer: bytes, s: Session, req: m.Ping, now: float, out: list[Effect]) -> None:
+        heads = [m.Head(r, self.store.last(_room_log(r))) for r in sorted(s.rooms)]
+        out.append(Send(s.peer, m.Pong(req.rid, now, self._beat, heads)))
+
+    def _leave(self, peer: bytes, s: Session, req: m.Leave, now: float, out: list[Effect]) -> None:
+        if req.room not in s.rooms:
+            raise ProtocolError(Code.NOT_MEMBER, f"you are not in #{req.room}")
+        self._part(s, req.room, "left", now, out)
+        out.append(Send(s.peer, m.Ok(req.rid)))
+
+    def _who(self, peer: bytes, s: Session, req: m.Who, now: float, out: list[Effect]) -> None:
+        room = self._rooms.get(req.room)
+        settings = room or self._load_room(req.room)
+        if settings.private and req.room not in s.rooms:
+            raise ProtocolError(Code.NOT_MEMBER, f"#{req.room} is invite-only")
+        members, more = _fit_names(_nicks(room), _LIST_BUDGET)
+        out.append(Send(s.peer, m.Names(req.rid, req.room, members, more)))
+
+    def _rooms_req(
+        self, peer: bytes, s: Session, req: m.Rooms, now: float, out: list[Effect]
+    ) -> None:
+        out.append(Send(s.peer, self._room_list(req.rid, s)))
+
+    def _seen(self, peer: bytes, s: Session, req: m.Seen, now: float, out: list[Effect]) -> None:
+        log = _inbox(s.nick)
+        cursor = max(self._cursor(s.nick), min(req.seq, self.store.last(log)))
+        self.store.set_state(log, str(cursor).encode())
+        out.append(Send(s.peer, m.Ok(req.rid)))
+
+    def _bye(self, peer: bytes, s: Session, req: m.Bye, now: float, out: list[Effect]) -> None:
+        self._end(s, f"quit: {req.reason}" if req.reason else "quit", now, out)
+        out.append(Send(peer, m.Ok(req.rid)))
+
+    def _stats_req(
+        self, peer: bytes, s: Session | None, req: m.Stats, now: float, out: list[Effect]
+    ) -> None:
+        out.append(Send(peer, self._stats(req.rid, now)))
 
     def _hello(
-        self,
-        peer: bytes,
-        current: Session | None,
-        req: m.Hello,
-        now: float,
-        user: str,
-        out: list[Effect],
+        self, peer: bytes, current: Session | None, req: m.Hello, now: float, out: list[Effect]
     ) -> None:
+        user = self._caller_key
         if current is not None:
             raise ProtocolError("already_registered", f"already registered as {current.nick}")
         session = self._by_token.get(req.resume) if req.resume else None
@@ -371,6 +414,8 @@ class BrokerCore:
             raise ProtocolError("nick_taken", f"the nick {req.nick} is taken; pick another")
         if len(self._by_token) >= self.config.limits.max_clients:
             raise ProtocolError("full", "the broker has as many clients as it takes; try later")
+        if self.store_down:  # a new session may write (its nick's key, its inbox cursor)
+            raise self._store_unavailable(now)
         self._claim(req.nick, user)
         lim = self.config.limits
         session = Session(self._new_token(), req.nick, peer, now, user, tokens=lim.burst)
@@ -405,7 +450,7 @@ class BrokerCore:
         elif owner.decode() != user:
             raise ProtocolError("nick_taken", f"the nick {nick} belongs to another key")
 
-    def _join(self, s: Session, req: m.Join, now: float, out: list[Effect]) -> None:
+    def _join(self, peer: bytes, s: Session, req: m.Join, now: float, out: list[Effect]) -> None:
         room = self._rooms.get(req.room)
         if req.room not in s.rooms:
             if len(s.rooms) >= self.config.limits.max_rooms_per_client:
@@ -438,11 +483,14 @@ class BrokerCore:
     def _part(
         self, s: Session, name: str, reason: str, now: float, out: list[Effect], kind: str = "leave"
     ) -> None:
-        s.rooms.discard(name)
         room = self._rooms.get(name)
         if room is None:
+            s.rooms.discard(name)
             return
-        self._event(name, kind, s.nick, reason, now, out)  # before: a private room tells s too
+        # The event first: a private room tells s too, and if the store cannot
+        # take it, s is still a member (an expiry tries again later).
+        self._event(name, kind, s.nick, reason, now, out)
+        s.rooms.discard(name)
         room.members.discard(s)
         out.append(Show(f"- {s.nick} left #{name} ({reason})"))
         if not room.members:
@@ -458,7 +506,7 @@ class BrokerCore:
             del self._by_peer[s.peer]
         out.append(Show(f"- {s.nick} gone ({reason})"))
 
-    def _say(self, s: Session, req: m.Say, now: float, out: list[Effect]) -> None:
+    def _say(self, peer: bytes, s: Session, req: m.Say, now: float, out: list[Effect]) -> None:
         room = self._rooms.get(req.room)
         if req.room not in s.rooms:
             # Posting from outside (zchat send) is for public rooms one is not banned from.
@@ -477,7 +525,7 @@ class BrokerCore:
             out.append(Show(f"[#{req.room}] {star} {req.text}"))
         out.append(Send(s.peer, m.Ack(req.rid, req.id, seq, dup)))
 
-    def _tell(self, s: Session, req: m.Tell, now: float, out: list[Effect]) -> None:
+    def _tell(self, peer: bytes, s: Session, req: m.Tell, now: float, out: list[Effect]) -> None:
         target = self._by_nick.get(nick_key(req.to))
         known = target is not None or self.store.get_state(_inbox(req.to)) is not None
         if not known:
@@ -509,7 +557,7 @@ class BrokerCore:
         raw = self.store.get_state(_inbox(nick))
         return int(raw) if raw else 0
 
-    def _nick(self, s: Session, req: m.Nick, now: float, out: list[Effect]) -> None:
+    def _nick(self, peer: bytes, s: Session, req: m.Nick, now: float, out: list[Effect]) -> None:
         old, new = s.nick, req.nick
         holder = self._by_nick.get(nick_key(new))
         if holder is not None and holder is not s:
@@ -524,7 +572,7 @@ class BrokerCore:
         out.append(Show(f"* {old} is now {new}"))
         out.append(Send(s.peer, m.Ok(req.rid)))
 
-    def _topic(self, s: Session, req: m.Topic, now: float, out: list[Effect]) -> None:
+    def _topic(self, peer: bytes, s: Session, req: m.Topic, now: float, out: list[Effect]) -> None:
         room = self._rooms.get(req.room)
         if req.topic is None:
             settings = room or self._load_room(req.room)
@@ -581,7 +629,9 @@ class BrokerCore:
         self._require_op(s, room)
         return room
 
-    def _invite(self, s: Session, req: m.Invite, out: list[Effect]) -> None:
+    def _invite(
+        self, peer: bytes, s: Session, req: m.Invite, now: float, out: list[Effect]
+    ) -> None:
         room = self._live_room_for_op(s, req.room)
         ids = self._target_ids(req.nick)
         if len(room.invited | ids) > self.config.limits.max_room_list:
@@ -595,7 +645,7 @@ class BrokerCore:
         out.append(Show(f"* {s.nick} invited {req.nick} to #{room.name}"))
         out.append(Send(s.peer, m.Ok(req.rid)))
 
-    def _kick(self, s: Session, req: m.Kick, now: float, out: list[Effect]) -> None:
+    def _kick(self, peer: bytes, s: Session, req: m.Kick, now: float, out: list[Effect]) -> None:
         room = self._live_room_for_op(s, req.room)
         target = self._by_nick.get(nick_key(req.nick))
         if target is None or target not in room.members:
@@ -603,7 +653,7 @@ class BrokerCore:
         self._remove(s, target, room, req.reason, now, out)
         out.append(Send(s.peer, m.Ok(req.rid)))
 
-    def _ban(self, s: Session, req: m.Ban, now: float, out: list[Effect]) -> None:
+    def _ban(self, peer: bytes, s: Session, req: m.Ban, now: float, out: list[Effect]) -> None:
         room = self._live_room_for_op(s, req.room)
         ids = self._target_ids(req.nick)
         if req.ban:
@@ -631,7 +681,9 @@ class BrokerCore:
         why = f"by {by.nick}" + (f": {reason}" if reason else "")
         self._part(target, room.name, why, now, out, kind="kick")
 
-    def _history(self, s: Session, req: m.History, out: list[Effect]) -> None:
+    def _history(
+        self, peer: bytes, s: Session, req: m.History, now: float, out: list[Effect]
+    ) -> None:
         if (
             req.room not in s.rooms
             and (self._rooms.get(req.room) or self._load_room(req.room)).private
@@ -742,3 +794,55 @@ def _fit_events(events: list[m.Event], newest: bool) -> list[m.Event]:
             break
         kept.append(ev)
     return kept[::-1] if newest else kept
+
+
+def _error(rid: int, exc: ProtocolError) -> m.Error:
+    return m.Error(rid, exc.code, exc.text, exc.retry_after)
+
+
+def _always(req: m.Request) -> bool:
+    return True
+
+
+def _never(req: m.Request) -> bool:
+    return False
+
+
+#: ``Verb.session``: the request needs a session (anything but HELLO and STATS).
+_NEEDS = "needs a session"
+_ANY = "with or without a session"
+
+
+@dataclass(frozen=True, slots=True)
+class Verb:
+    """One row of the request table: how the broker takes one request type.
+
+    ``metered``: costs a rate-limit token (§6.12). ``writes``: whether this
+    request would write to the store, refused while the store is down (§6.4).
+    """
+
+    handler: Callable[[BrokerCore, bytes, Any, Any, float, list[Effect]], None]
+    session: str = _NEEDS
+    metered: bool = True
+    writes: Callable[[Any], bool] = _always
+
+
+_VERBS: dict[type[m.Request], Verb] = {
+    m.Hello: Verb(BrokerCore._hello, _ANY, metered=False, writes=_never),  # checks inside
+    m.Stats: Verb(BrokerCore._stats_req, _ANY, metered=False, writes=_never),
+    m.Ping: Verb(BrokerCore._ping, metered=False, writes=_never),
+    m.Say: Verb(BrokerCore._say),
+    m.Tell: Verb(BrokerCore._tell),
+    m.Join: Verb(BrokerCore._join),
+    m.Leave: Verb(BrokerCore._leave),
+    m.Nick: Verb(BrokerCore._nick),
+    m.Topic: Verb(BrokerCore._topic, writes=lambda req: req.topic is not None),
+    m.Who: Verb(BrokerCore._who, writes=_never),
+    m.Rooms: Verb(BrokerCore._rooms_req, writes=_never),
+    m.History: Verb(BrokerCore._history, writes=_never),
+    m.Invite: Verb(BrokerCore._invite),
+    m.Kick: Verb(BrokerCore._kick),
+    m.Ban: Verb(BrokerCore._ban),
+    m.Seen: Verb(BrokerCore._seen, metered=False),
+    m.Bye: Verb(BrokerCore._bye, metered=False),
+}

@@ -9,6 +9,9 @@ sends and publishes what the core asked for.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import signal
 import socket
 import sys
@@ -25,8 +28,9 @@ from zchat.clock import steady_wall_clock
 from zchat.config import BrokerConfig
 from zchat.keys import load_secret
 from zchat.protocol import ProtocolError, encode
+from zchat.protocol.messages import MAX_TOPIC_BYTES
 from zchat.protocol.rules import MAX_BODY_BYTES, nick_key
-from zchat.store import Store
+from zchat.store import Store, StoreLost, StoreUnavailable
 
 #: Requests handled per wake-up and per store transaction.
 BATCH = 512
@@ -34,6 +38,39 @@ BATCH = 512
 #: a client that falls further behind recovers by sequence number (§6.4).
 HWM = 100_000
 _WILDCARDS = ("*", "0.0.0.0", "[::]", "::")
+#: Frames of a request, routing id included (§2); a longer one is dropped unread.
+_REQUEST_FRAMES = 4
+#: A dropped request this big is followed by a malloc_trim: glibc keeps freed
+#: memory otherwise, and one hostile request would stay in the broker's RSS.
+_TRIM_BYTES = 4 * 1024 * 1024
+#: The largest subscription message: the ZMTP 3.1 SUBSCRIBE command's name
+#: ("\x09SUBSCRIBE") and the longest topic. A longer one drops that connection
+#: in libzmq before it costs memory (docs/security.md).
+_MAX_SUBSCRIPTION = 10 + MAX_TOPIC_BYTES
+
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None)
+except OSError:  # pragma: no cover - not a glibc/musl system
+    _libc = None
+
+
+def seed_routing_ids() -> None:
+    """Make the routing ids libzmq generates unpredictable.
+
+    A ROUTER numbers id-less peers from a counter that starts at libc's
+    ``rand()``, which nothing seeds: the first id is the same on every start,
+    and a peer that claims the next id as its own makes libzmq abort the
+    process when the counter reaches it (docs/security.md). Seeding from the
+    OS makes the ids a peer would have to claim unknowable. Call before the
+    ROUTER is created.
+    """
+    if _libc is not None:
+        _libc.srand(int.from_bytes(os.urandom(4), "little"))
+
+
+def _trim_memory() -> None:
+    if _libc is not None and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)
 
 
 def announce_endpoint(bound: str) -> str:
@@ -98,10 +135,17 @@ class BrokerServer:
             public, secret = load_secret(config.curve_secret_key)
             self.keyring = KeyRing(config.curve_clients or None, config.curve_open)
         self.ctx = zmq.Context()
+        seed_routing_ids()
         self.router = self.ctx.socket(zmq.ROUTER)
         self.xpub = self.ctx.socket(zmq.XPUB)
         self.zap: zmq.Socket[bytes] | None = None
         self._stopping = False
+        #: Why the broker cannot go on (the store is lost); None while it can.
+        self.failure: str | None = None
+        #: Effects of a batch whose writes the store could not commit yet: they
+        #: go out once it has (nothing is shown or sent that is not stored).
+        self._held: list[Effect] = []
+        self._next_check = 0.0
         try:
             if self.curve:
                 # The ZAP handler must exist before anything is bound: a CURVE
@@ -129,7 +173,10 @@ class BrokerServer:
             # Headroom over the body limit for the other frames; anything bigger
             # is hostile and libzmq drops that connection before we see it.
             self.router.setsockopt(zmq.MAXMSGSIZE, MAX_BODY_BYTES + 1024)
-            self.xpub.setsockopt(zmq.MAXMSGSIZE, 1024)  # subscriptions only
+            # The broadcast socket only ever receives subscriptions. Under CURVE
+            # the limit also applies to the handshake's commands (INITIATE is
+            # a few hundred bytes), and only allow-listed keys get that far.
+            self.xpub.setsockopt(zmq.MAXMSGSIZE, 1024 if self.curve else _MAX_SUBSCRIPTION)
             self.router.bind(config.bind)
             self.endpoint = _bound(config.bind, self.router)
             pub = config.pub or _pub_default(config.bind)
@@ -184,7 +231,7 @@ class BrokerServer:
                 if wake_r.fileno() in ready:
                     _drain_fd(wake_r)
                 self._tick()
-            self._carry_out(self.core.shutdown("broker stopped"))
+            self._carry_out(self.core.shutdown(self.failure or "broker stopped"))
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -193,9 +240,53 @@ class BrokerServer:
             wake_w.close()
 
     def _tick(self) -> None:
-        with self.store.batch():  # expiries write leave events
-            effects = self.core.tick(self.clock())
+        now = self.clock()
+        effects: list[Effect] = []
+        try:
+            if now >= self._next_check:
+                self._next_check = now + 1.0
+                self.store.check()
+            if self.core.store_down and now >= self.core.store_retry_at:
+                if self.store.retry():
+                    effects = [*self.core.store_recovered(now), *self._held]
+                    self._held = []
+                else:
+                    self.core.store_failed(now, "still failing")
+        except StoreLost as exc:
+            self._lose_store(str(exc))
+            return
         self._carry_out(effects)
+        # Expiries write leave events: one batch, held like any other if it fails.
+        self._transact([lambda: self.core.tick(self.clock())])
+
+    def _transact(self, steps: list[Callable[[], list[Effect]]]) -> None:
+        """Run ``steps`` in one store transaction, then carry out their effects.
+
+        If the store cannot commit, the effects of the steps that wrote are
+        held until it can (the store keeps their writes pending) and the rest
+        go out now: replies to reads and refusals do not wait for the disk.
+        """
+        store = self.store
+        done: list[tuple[bool, list[Effect]]] = []
+        try:
+            with store.batch():
+                for step in steps:
+                    before = store.writes
+                    effects = step()
+                    done.append((store.writes != before, effects))
+        except StoreUnavailable as exc:
+            now = self.clock()
+            self._held.extend(fx for wrote, effects in done if wrote for fx in effects)
+            now_fx = [fx for wrote, effects in done if not wrote for fx in effects]
+            self._carry_out([*self.core.store_failed(now, str(exc)), *now_fx])
+            return
+        self._carry_out([fx for _, effects in done for fx in effects])
+
+    def _lose_store(self, why: str) -> None:
+        """The store cannot go on: tell clients, stop, and let the CLI exit non-zero."""
+        self.failure = f"store lost: {why}"
+        self._show(f"! {self.failure}; stopping")
+        self._stopping = True
 
     def stop(self) -> None:
         self._stopping = True
@@ -204,24 +295,47 @@ class BrokerServer:
         self._stopping = True
 
     def _drain_router(self) -> None:
-        effects: list[Effect] = []
         handle = self.core.handle
         now = self.clock()
-        with self.store.batch():
-            for _ in range(BATCH):
-                try:
-                    if self.curve:
-                        # Frames (not bytes) to read the authenticated key.
-                        parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
-                        user = str(parts[-1].get("User-Id") or "")
-                        frames = [p.bytes for p in parts]
-                    else:
-                        frames = self.router.recv_multipart(zmq.NOBLOCK)
-                        user = ""
-                except zmq.Again:
-                    break
-                effects.extend(handle(frames[0], frames[1:], now, user))
-        self._carry_out(effects)
+        steps: list[Callable[[], list[Effect]]] = []
+        for _ in range(BATCH):
+            try:
+                request = self._recv_request()
+            except zmq.Again:
+                break
+            if request is not None:
+                steps.append(functools.partial(handle, *request[:2], now, request[2]))
+        if steps:
+            self._transact(steps)
+
+    def _recv_request(self) -> tuple[bytes, list[bytes], str] | None:
+        """One request from the ROUTER: routing id, frames and CURVE key.
+
+        Frame by frame, so that a hostile request of thousands of frames is
+        dropped as it is read, never copied whole (libzmq has buffered it
+        already; docs/security.md). Raises zmq.Again when there is none.
+        """
+        router = self.router
+        head = router.recv(zmq.NOBLOCK, copy=False)
+        user = str(head.get("User-Id") or "") if self.curve else ""
+        frames = [head.bytes]
+        while router.getsockopt(zmq.RCVMORE):
+            if len(frames) == _REQUEST_FRAMES:
+                self._drop_long_request(frames[0])
+                return None
+            frames.append(router.recv())
+        return frames[0], frames[1:], user
+
+    def _drop_long_request(self, peer: bytes) -> None:
+        count, size = _REQUEST_FRAMES, 0
+        while self.router.getsockopt(zmq.RCVMORE):
+            size += len(self.router.recv(copy=False))
+            count += 1
+        self.core.counters.requests += 1
+        self.core.counters.malformed += 1
+        self._show(f"! dropped a request of {count} frames ({size:,} bytes) from {peer.hex()}")
+        if size >= _TRIM_BYTES:
+            _trim_memory()
 
     def _answer_zap(self) -> None:
         assert self.zap is not None

@@ -7,10 +7,12 @@ from zchat.protocol.codec import (
     decode_request,
     encode,
 )
-from zchat.protocol.errors import ProtocolError
+from zchat.protocol.errors import Code, Fault, ProtocolError
 
 __all__ = [
     "PROTOCOL",
+    "Code",
+    "Fault",
     "ProtocolError",
     "decode_broadcast",
     "decode_from_broker",

@@ -579,6 +579,9 @@ class PrivateEvent(Push):
 # ----------------------------------------------------------------- broadcasts
 
 CONTROL_TOPIC = b"!\x00"
+#: The longest topic a client subscribes to: ``#``, a room name or a sync
+#: token (both at most 64 ASCII characters), NUL (§5.2).
+MAX_TOPIC_BYTES = 2 + max(rules.MAX_ROOM_CHARS, 64)
 
 
 def room_topic(room: str) -> bytes:

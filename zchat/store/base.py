@@ -22,6 +22,16 @@ class StoreError(Exception):
     """The store cannot be opened or used; the message says why, for an operator."""
 
 
+class StoreUnavailable(StoreError):
+    """A write could not be made durable now (disk full, I/O error, read-only
+    file system): the store keeps what it could not commit and ``retry()``
+    tries it again; nothing else can be written until it succeeds."""
+
+
+class StoreLost(StoreError):
+    """The store cannot go on at all (its file vanished or was replaced)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Appended:
     """Where an append landed. ``duplicate``: the id was there already, at ``seq``."""
@@ -45,6 +55,9 @@ class Store(abc.ABC):
     #: Identifies this store's life: a new or reset store has a new epoch, so a
     #: client's remembered positions from before are recognisably stale.
     epoch: str
+    #: Writes made so far (appends and state changes); a caller compares two
+    #: readings to learn whether something it ran wrote.
+    writes: int = 0
 
     @abc.abstractmethod
     def append(self, log: str, msg_id: str, sender: str, body: bytes) -> Appended:
@@ -72,11 +85,24 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def batch(self) -> AbstractContextManager[None]:
-        """Group writes: all are durable when the block exits, none if it raises.
+        """Group writes: all are durable when the block exits.
 
         The broker wraps each batch drained from its socket in one, so one
-        commit covers many messages (docs/protocol.md §6.4).
+        commit covers many messages (docs/protocol.md §6.4). If the block
+        raises, its writes are undone. If the commit itself fails, the block
+        raises ``StoreUnavailable`` and its writes are *kept pending*, as if
+        they had happened (``last()`` counts them): ``retry()`` commits them
+        later, and until it has, every other write raises ``StoreUnavailable``.
         """
+
+    def retry(self) -> bool:
+        """Try to commit the writes of a batch that failed; True once none are
+        pending. Raises ``StoreLost`` if the store cannot go on at all."""
+        return True
+
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Raise ``StoreLost`` if the store can no longer work (cheap; called
+        about once a second)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; the store is unusable afterwards."""

@@ -43,6 +43,7 @@ class MemoryStore(Store):
         seen = lg.ids.get(msg_id)
         if seen is not None:
             return Appended(self.epoch, seen, True)
+        self.writes += 1
         lg.last += 1
         lg.entries.append(Entry(lg.last, msg_id, sender, body))
         lg.ids[msg_id] = lg.last
@@ -72,6 +73,7 @@ class MemoryStore(Store):
         return self._state.get(log)
 
     def set_state(self, log: str, value: bytes) -> None:
+        self.writes += 1
         self._state[log] = value
 
     @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from zchat.store.base import Appended, Entry, Store, StoreError
+from zchat.store.base import Appended, Entry, Store, StoreError, StoreLost, StoreUnavailable
 
 #: Bump when the schema changes, with a migration from every older version.
 SCHEMA_VERSION = 1
@@ -61,6 +62,14 @@ class SQLiteStore(Store):
             raise StoreError(f"store {self.path}: {why}") from None
         self._last: dict[str, int] = {}
         self._depth = 0
+        stat = os.stat(self.path) if self._lock is not None else None
+        self._inode = (stat.st_dev, stat.st_ino) if stat else None
+        #: The writes of the open batch, kept so that a failed commit can be
+        #: replayed by retry(); `_failed` says why the open batch cannot commit.
+        self._writes: list[tuple[str, tuple[object, ...]]] = []
+        self._pending: list[tuple[str, tuple[object, ...]]] = []
+        self._failed = ""
+        self.writes = 0
 
     def _open_schema(self) -> str:
         tables = {
@@ -91,10 +100,9 @@ class SQLiteStore(Store):
         seq = self.last(log) + 1
         # One statement in the common case: the unique (log, msg_id) index is the
         # dedupe, and only a duplicate costs a second look-up.
-        inserted = self._db.execute(
-            "INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?)",
-            (log, seq, msg_id, sender, body),
-        ).rowcount
+        inserted = self._write(
+            "INSERT OR IGNORE INTO entries VALUES (?, ?, ?, ?, ?)", (log, seq, msg_id, sender, body)
+        )
         if inserted:
             self._last[log] = seq
             return Appended(self.epoch, seq, False)
@@ -133,7 +141,24 @@ class SQLiteStore(Store):
         return None if row is None else bytes(row[0])
 
     def set_state(self, log: str, value: bytes) -> None:
-        self._db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (log, value))
+        self._write("INSERT OR REPLACE INTO state VALUES (?, ?)", (log, value))
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> int:
+        """Run one write; its row count. Raises StoreUnavailable if it cannot be made."""
+        if self._pending or self._failed:
+            # An earlier batch waits to be committed, or this one already failed:
+            # writing after it would reorder the logs.
+            raise StoreUnavailable(f"store {self.path}: {self._failed or 'cannot write'}")
+        try:
+            count = self._db.execute(sql, args).rowcount
+        except sqlite3.Error as exc:
+            if self._depth:
+                self._failed = _why(exc)
+            raise StoreUnavailable(f"store {self.path}: {_why(exc)}") from None
+        if self._depth:
+            self._writes.append((sql, args))
+        self.writes += 1
+        return count
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -146,16 +171,69 @@ class SQLiteStore(Store):
             return
         self._db.execute("BEGIN")
         self._depth = 1
+        self._writes = []
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             self._last.clear()  # cached positions may name rolled-back rows
             raise
         else:
-            self._db.execute("COMMIT")
+            self._commit()
         finally:
             self._depth = 0
+            self._writes = []
+
+    def _commit(self) -> None:
+        """Commit the open batch, or keep its writes pending and raise StoreUnavailable.
+
+        The pending writes stay counted in the cached positions, as they were
+        handed out: retry() replays exactly them, in order, before anything else.
+        """
+        why = self._failed
+        if not why:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.Error as exc:
+                why = _why(exc)
+        self._rollback()
+        self._pending, self._failed = self._writes, ""
+        raise StoreUnavailable(f"store {self.path}: {why}")
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back itself
+                self._db.execute("ROLLBACK")
+
+    def retry(self) -> bool:
+        self.check()
+        # With nothing pending (a single write failed), a small write shows
+        # whether the store takes writes again.
+        writes = self._pending or [("INSERT OR REPLACE INTO meta VALUES ('probe', ?)", ("1",))]
+        try:
+            self._db.execute("BEGIN")
+            for sql, args in writes:
+                self._db.execute(sql, args)
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._rollback()
+            return False
+        self.writes += len(self._pending)
+        self._pending = []
+        return True
+
+    def check(self) -> None:
+        if self._inode is None:
+            return
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            raise StoreLost(f"store {self.path}: the file was removed") from None
+        except OSError as exc:
+            raise StoreLost(f"store {self.path}: {exc.strerror or exc}") from None
+        if (stat.st_dev, stat.st_ino) != self._inode:
+            raise StoreLost(f"store {self.path}: the file was replaced")
 
     def close(self) -> None:
         self._db.close()
@@ -174,3 +252,8 @@ def _lock(path: Path) -> int:
         os.close(fd)
         raise StoreError(f"store {path}: in use by another broker") from None
     return fd
+
+
+def _why(exc: sqlite3.Error) -> str:
+    """SQLite's reason, for the operator's log line ("database or disk is full")."""
+    return str(exc) or type(exc).__name__
