@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
@@ -90,7 +91,18 @@ def test_safe_keeps_printable_neighbours_of_escapes() -> None:
 def test_chat_line() -> None:
     line = Chat("dev", "alice", "hello", TS, False, False, False, 3).plain()
     assert line == f"{HH} #dev <alice> hello"
-    assert re.fullmatch(r"\d\d:\d\d", HH)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", HH)  # TS is in 2023: a dated stamp
+
+
+def test_timestamps_carry_a_date_unless_from_today() -> None:
+    now = time.time()
+    assert re.fullmatch(r"\d\d:\d\d", hhmm(now))
+    lt = time.localtime(now)
+    noon = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 12, 0, 0, 0, 0, -1))
+    day_before = noon - 86400 * 3
+    if time.localtime(day_before).tm_year == lt.tm_year:
+        assert re.fullmatch(r"[A-Z][a-z]{2} \d\d \d\d:\d\d", hhmm(day_before, now))
+    assert hhmm(noon, noon) == "12:00"
 
 
 def test_chat_action_line() -> None:
@@ -187,6 +199,7 @@ def test_to_json_chat_fields() -> None:
         "mention": False,
         "history": True,
         "seq": 9,
+        "id": "",
     }
 
 
@@ -203,7 +216,7 @@ def test_safe_keeps_joiners_that_text_may_carry() -> None:
     persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
     assert safe(coder) == coder
     assert safe(persian) == persian
-    assert safe("tab\there") == "tab\\x09here"
+    assert safe("tab\there") == "tab    here"  # a tab is allowed text: shown as spaces
     assert safe("\U000e0001") == "\\U000e0001"
 
 

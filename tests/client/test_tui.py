@@ -25,12 +25,14 @@ from zchat.client.events import (
     Clear,
     DirectLine,
     Info,
+    Kicked,
     Problem,
     RoomNotice,
     StateChange,
     UiEvent,
     hhmm,
 )
+from zchat.client.state import ConnectionState
 from zchat.client.tui import (
     NICK_COLOURS,
     ChatScreen,
@@ -47,7 +49,9 @@ from zchat.client.tui import (
     wrap,
 )
 
-TS = 1_700_000_000.0
+# Today at noon: lines from today show HH:MM only (older ones carry a date).
+_NOW = time.localtime()
+TS = time.mktime((_NOW.tm_year, _NOW.tm_mon, _NOW.tm_mday, 12, 0, 0, 0, 0, -1))
 HH = hhmm(TS)
 
 
@@ -288,6 +292,20 @@ def test_status_line_names_the_connection_state(state: str, label: str) -> None:
     assert ("class:status.bad", label) in line
 
 
+def test_status_line_counts_what_waits_to_be_sent() -> None:
+    line = status_line(100, "alice", False, "reconnecting", TABS, queued=3)
+    assert text(line).rstrip().endswith("| reconnecting (3 queued)")
+
+
+def test_a_kick_is_shown_in_the_window_the_user_looks_at_next() -> None:
+    s = Screen()
+    s.core.rooms["ops"] = RoomView("ops")
+    s.core.current = "ops"  # the core moved on after removing #dev
+    s.ui.show(Kicked("dev", "by bob: spam", TS))
+    shown = [e for e in s.ui.windows["#ops"].events if isinstance(e, Kicked)]
+    assert shown and "you were removed from #dev (by bob: spam)" in shown[0].plain()
+
+
 def test_status_line_marks_away_mentions_and_scrollback() -> None:
     tabs = [Tab(1, "#dev", current=True), Tab(2, "#ops", unread=1, hilite=True)]
     line = status_line(80, "alice", True, "connected", tabs, more=True)
@@ -445,12 +463,14 @@ def test_bell_on_mention_unless_turned_off() -> None:
     assert quiet.bells == 0
 
 
-def test_reconnect_attempts_read_as_reconnecting() -> None:
+def test_the_screen_shows_the_state_the_core_names() -> None:
+    """One vocabulary (zchat/client/state.py): the core says "reconnecting" for every
+    attempt after a loss, and the screen shows what it is told, deriving nothing."""
     s = Screen()
     assert s.ui.state == "connecting"
-    s.ui.show(StateChange("connected", "connected as alice"))
-    s.ui.show(StateChange("reconnecting", "lost"))
-    s.ui.show(StateChange("connecting", "connecting to ..."))
+    s.ui.show(StateChange(ConnectionState.CONNECTED, "connected as alice"))
+    s.ui.show(StateChange(ConnectionState.RECONNECTING, "lost"))
+    s.ui.show(StateChange(ConnectionState.RECONNECTING, "connecting to ..."))
     assert s.ui.state == "reconnecting"
     s.ui.show(StateChange("auth_failed", "authentication failed"))
     assert s.ui.state == "auth_failed"

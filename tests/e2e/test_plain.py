@@ -27,6 +27,8 @@ INPUT = "".join(
         "/frobnicate",
         "/query watcher",
         "via query",
+        "/who dev",
+        "/rooms",
     )
 )
 
@@ -76,7 +78,8 @@ def test_json_mode_is_one_object_per_event(broker: Broker, client: Start) -> Non
     assert done.returncode == 0, done.stdout + done.stderr
     objects: list[dict[str, Any]] = [json.loads(line) for line in done.stdout.splitlines()]
     kinds = [o["event"] for o in objects]
-    assert set(kinds) <= {"chat", "notice", "dm", "info", "error", "state", "clear"}
+    assert set(kinds) <= {"chat", "notice", "dm", "info", "error", "state", "clear", "joined",
+                          "who", "rooms", "topic"}  # fmt: skip
     states = [o["state"] for o in objects if o["event"] == "state"]
     assert states[:2] == ["connecting", "connected"]
     chats = [(o["nick"], o["text"], o["action"]) for o in objects if o["event"] == "chat"]
@@ -88,12 +91,18 @@ def test_json_mode_is_one_object_per_event(broker: Broker, client: Start) -> Non
     assert any(o["event"] == "error" and "/frobnicate" in o["text"] for o in objects)
     joins = [o for o in objects if o["event"] == "notice" and o["kind"] == "join"]
     assert any(o["nick"] == "piper" and o["room"] == "dev" and o["ts"] > 0 for o in joins)
+    # who and rooms have typed fields, not display strings (issue 11)
+    assert {"event": "joined", "room": "dev", "here": 2, "topic": ""} in objects
+    who = next(o for o in objects if o["event"] == "who")
+    assert who["room"] == "dev" and sorted(who["members"]) == ["piper", "watcher"]
+    rooms = next(o for o in objects if o["event"] == "rooms")
+    assert {"name": "dev", "members": 2, "topic": ""} in rooms["rooms"]
 
 
 def test_plain_flag_and_a_bot_conversation(broker: Broker, client: Start) -> None:
     """A bot reads the JSON stream of another client: mentions are flagged for it."""
     bot = client("bot", "--json", room="dev")
-    bot.wait_for(r'"event": "info".*joined #dev')
+    bot.wait_for(r'"event": "joined", "room": "dev"')
     done = run_client(broker, "--plain", stdin="bot: status?\nnothing for you\n")
     assert done.returncode == 0, done.stdout + done.stderr
     line = bot.wait_for(r"bot: status\?")

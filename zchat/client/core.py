@@ -1,27 +1,34 @@
-"""The client's logic: typed lines and received messages in, actions out. No sockets.
+"""The client's logic: typed lines, API calls and received messages in, actions out. No sockets.
 
 The transport (zchat/client/transport.py) owns the DEALER and SUB sockets and
 the clock; it feeds ``ClientCore`` and carries out the actions it returns:
 ``Request`` (send on the DEALER), ``Subscribe``/``Unsubscribe`` (SUB topics),
 ``ConnectSub`` (the broadcast endpoint the broker announced), ``Reconnect``,
-``Output`` (a UiEvent for the screen) and ``Quit``.
+``Output`` (a UiEvent for the screen), ``Done``/``Failed`` (the answer to a
+call the public API made, by its tag) and ``Quit``.
 
 What it guarantees (docs/protocol.md §5-§6): every room event is shown once,
 in seq order. Live events that arrive while a join or a gap fetch is under way
 are buffered and merged by seq; a gap in seqs triggers a HISTORY fetch; every
 SAY/TELL stays in the outbox until acknowledged and is resent after a
-reconnect (the broker drops duplicates by message id).
+reconnect (the broker drops duplicates by message id) or, when the broker
+asks to wait (any error with ``retry_after`` > 0, §6.12), after that wait.
+
+Where state lives: ``state`` (zchat/client/state.py) is the connection state;
+``outbox`` and ``_later`` hold what the user asked for and outlive
+connections; ``_link`` holds everything that belongs to one connection and is
+replaced whole by ``connecting()``, so no piece of it can survive a reconnect
+by mistake. Replies are dispatched through ``_ROWS``, one row per request type.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -29,12 +36,23 @@ from zchat.client.events import (
     Chat,
     Clear,
     DirectLine,
+    HistoryHeader,
     Info,
+    Invitation,
+    JoinedRoom,
+    Kicked,
+    LeftRoom,
+    Members,
+    NickIs,
     Problem,
+    RoomEntry,
+    RoomListing,
     RoomNotice,
     StateChange,
+    TopicInfo,
     UiEvent,
 )
+from zchat.client.state import ConnectionState
 from zchat.protocol import ProtocolError
 from zchat.protocol import messages as m
 from zchat.protocol.rules import MAX_HISTORY, check_nick, check_topic, nick_key, normalize_room
@@ -43,6 +61,9 @@ from zchat.protocol.rules import MAX_HISTORY, check_nick, check_topic, nick_key,
 #: throttled client has to resend and keeps its order (§6.12).
 WINDOW = 64
 R = TypeVar("R", bound=m.Request)
+CS = ConnectionState
+#: What the public API passes with a call, to find its answer among the actions.
+Tag = int
 
 # ----------------------------------------------------------------- actions
 
@@ -84,7 +105,25 @@ class Quit:
     code: int = 0
 
 
-Action = Request | Subscribe | Unsubscribe | ConnectSub | Reconnect | Output | Quit
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The call made with ``tag`` succeeded; ``reply`` is the broker's answer
+    (None when there was nothing to ask: e.g. joining a room we are in)."""
+
+    tag: Tag
+    reply: m.Reply | None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The call made with ``tag`` failed: ``code`` as in docs/protocol.md §7."""
+
+    tag: Tag
+    code: str
+    text: str
+
+
+Action = Request | Subscribe | Unsubscribe | ConnectSub | Reconnect | Output | Quit | Done | Failed
 
 HELP = {
     "join": "/join ROOM - join ROOM (created if new) and make it current",
@@ -100,12 +139,15 @@ HELP = {
     "away": "/away [MESSAGE] - mark yourself away and tell the room; /away again when back",
     "names": "/names [ROOM] - who is in ROOM (same as /who)",
     "clear": "/clear - clear the screen of the current room or query",
-    "history": "/history [N] - show the last N messages of the current room",
+    "history": "/history [N] - show the last N messages of the current room, under a header",
     "private": "/private ROOM - create (or join) an invite-only room",
     "invite": "/invite NICK - let NICK into the current (private) room; operators only",
     "kick": "/kick NICK [REASON] - remove NICK from the current room; operators only",
     "ban": "/ban NICK - keep NICK out of the current room; operators only",
     "unban": "/unban NICK - lift a ban in the current room; operators only",
+    "ignore": "/ignore [NICK] - hide NICK's messages and DMs (no NICK: list who is ignored)",
+    "unignore": "/unignore NICK - show NICK's messages again",
+    "whois": "/whois NICK - what the broker knows of NICK (needs a broker that answers WHOIS)",
     "help": "/help [COMMAND] - this list, or one command's help",
     "quit": "/quit [REASON] - leave the chat (typing exit does the same)",
 }
@@ -128,6 +170,13 @@ class RoomView:
     #: after ``members_at`` (the seq JOINED counted them at). For completion.
     members: dict[str, str] = field(default_factory=dict)
     members_at: int = 0
+    #: API calls waiting for this room's JOINED.
+    tags: list[Tag] = field(default_factory=list)
+
+    def disconnected(self) -> None:
+        """The connection is gone: nothing of this room is joined or in flight."""
+        self.joined = self.fetching = False
+        self.buffer.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +185,50 @@ class _Pending:
 
     msg: m.Request
     show: bool = True  # False for background requests (pings, gap fetches)
+    tag: Tag | None = None  # the API call waiting for the answer
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A message in the outbox: kept until the broker acknowledges it."""
+
+    msg: m.Say | m.Tell
+    tag: Tag | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Later:
+    """A request asked for before it could go (not connected, joining, told to wait)."""
+
+    build: Callable[[int], m.Request]
+    show: bool = True
+    tag: Tag | None = None
+
+
+@dataclass(slots=True)
+class _Link:
+    """Everything that lives as long as one connection, replaced whole by ``connecting()``."""
+
+    #: rid -> what the request in flight was for.
+    pending: dict[int, _Pending] = field(default_factory=dict)
+    #: sync token -> rooms waiting for their SYNCED before their JOIN (§5.2).
+    syncs: dict[str, list[str]] = field(default_factory=dict)
+    #: Outbox ids not yet sent on this connection, in order. Kept apart from
+    #: the outbox so a flush walks only what may still go, not every message in flight.
+    unsent: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: Outbox ids the broker asked to send again later, in the order sent: they
+    #: go again first, once ``hold_until`` has passed (§6.12).
+    refused: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    hold_until: float = 0.0
+    #: How many entries at the front of ``_later`` are requests told to wait.
+    throttled_later: int = 0
+    #: The error code of the wait the broker asked for, until a message goes
+    #: through: one notice per episode, not one per refused message.
+    waiting: str = ""
+    bye_sent: bool = False
+    last_rx: float = 0.0  # when the DEALER last heard from the broker
+    last_beat_rx: float = 0.0  # when the SUB last heard a BEAT
+    last_tx: float = 0.0
 
 
 class ClientCore:
@@ -149,7 +242,13 @@ class ClientCore:
         quit_wait: float = 10.0,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         new_token: Callable[[], str] = lambda: secrets.token_hex(8),
+        *,
+        rooms: Iterable[str] = (),
+        lazy_room: str | None = None,
     ) -> None:
+        """``room``: the room to join first and talk in; ``rooms``: more to join.
+        ``lazy_room``: joined at the first typed line unless that line is a /join
+        (a script that joins its own room never lands in the default one)."""
         self.nick = nick
         self.history = history
         self.current: str | None = room
@@ -157,8 +256,10 @@ class ClientCore:
         self.query: str | None = None
         #: Set by /away: the away message ("" for none); None when here.
         self.away: str | None = None
+        #: nick_key -> nick, hidden by /ignore.
+        self.ignored: dict[str, str] = {}
         self.rooms: dict[str, RoomView] = {}
-        self.state = "connecting"
+        self.state = CS.CONNECTING
         self.session = ""
         self.epoch = ""
         self.pub = ""
@@ -166,56 +267,45 @@ class ClientCore:
         self.timeout = 15.0
         #: The host the DEALER connects to: replaces a wildcard in WELCOME.pub.
         self.host = "127.0.0.1"
-        self.outbox: OrderedDict[str, m.Say | m.Tell] = OrderedDict()
+        self.outbox: OrderedDict[str, _Queued] = OrderedDict()
         self.quitting = False
         self.quit_wait = quit_wait
         self._quit_by = 0.0  # when we give up waiting for acks and quit anyway
         self._quit_reason = ""
-        self._bye_sent = False
         self._new_id = new_id
         self._new_token = new_token
         self._rid = 0
-        self._pending: dict[int, _Pending] = {}
-        # Outbox ids not yet sent on this connection, in order. Kept apart from
-        # the outbox so a flush walks only what may still go, not every
-        # message in flight.
-        self._unsent: OrderedDict[str, None] = OrderedDict()
-        # Refused by the rate limit, in the order sent: they go again first,
-        # once the broker's retry-after (`_hold_until`) has passed (§6.12).
-        self._refused: OrderedDict[str, None] = OrderedDict()
-        self._hold_until = 0.0
-        self._throttled_later = 0  # how many of `_later` are throttled requests, at its front
-        # Requests asked for before they could go (not connected, joining, throttled),
-        # each with whether its answer is shown (False: a background request).
-        self._later: list[tuple[Callable[[int], m.Request], bool]] = []
+        self._link = _Link()
+        self._later: list[_Later] = []
         self._retry = 2.0  # seconds before a HELLO is tried again; doubles to 32
         # Ids of DMs shown lately: an unconfirmed DM comes again after a reconnect.
         self._dm_ids: OrderedDict[str, None] = OrderedDict()
-        self._syncs: dict[str, list[str]] = {}  # sync token -> rooms waiting to JOIN
-        self._last_rx = 0.0  # when the DEALER last heard from the broker
-        self._last_beat_rx = 0.0  # when the SUB last heard a BEAT
-        self._last_tx = 0.0
-        if room is not None:
-            self.rooms[room] = RoomView(room)
+        #: room -> the last seq shown before we left it: a rejoin shows only what is newer.
+        self._left_at: dict[str, int] = {}
+        self._lazy_room = lazy_room
+        for name in ([room] if room is not None else []) + list(rooms):
+            self.rooms.setdefault(normalize_room(name), RoomView(normalize_room(name)))
+        if self.current is not None:
+            self.current = normalize_room(self.current)
 
     # ------------------------------------------------------------ lifecycle
 
+    def _move(self, new: ConnectionState) -> None:
+        self.state = self.state.check(new)
+
     def connecting(self, endpoint: str, now: float) -> list[Action]:
         """The transport (re)created its DEALER: say HELLO, resuming if we can."""
-        self.state = "connecting"
-        self._pending.clear()
-        self._unsent = OrderedDict.fromkeys(self.outbox)
-        self._refused.clear()
-        self._hold_until = 0.0
-        self._throttled_later = 0
-        self._bye_sent = False
-        self._syncs.clear()
-        self._last_rx = self._last_beat_rx = self._last_tx = now
+        again = self.state in (CS.CONNECTED, CS.RECONNECTING)
+        self._move(CS.RECONNECTING if again else CS.CONNECTING)
+        redo = [p for p in self._link.pending.values() if _redo_after_reconnect(p)]
+        self._link = _Link(unsent=OrderedDict.fromkeys(self.outbox))
+        self._link.last_rx = self._link.last_beat_rx = self._link.last_tx = now
+        # Calls the API still waits for are asked again on the new connection.
+        self._later[:0] = [_Later(_builder(p.msg), p.show, p.tag) for p in redo]
         for view in self.rooms.values():
-            view.joined = view.fetching = False
-            view.buffer.clear()
+            view.disconnected()
         return [
-            Output(StateChange("connecting", f"connecting to {endpoint} ...")),
+            Output(StateChange(self.state, f"connecting to {endpoint} ...", len(self.outbox))),
             self._request(m.Hello(self._next_rid(), self.nick, self.session), now, show=True),
         ]
 
@@ -224,54 +314,165 @@ class ClientCore:
         """Nothing in flight: no unacknowledged message, no unanswered request."""
         return (
             not self.outbox
-            and not self._syncs
+            and not self._link.syncs
             and not self._later
-            and not any(p.show for p in self._pending.values())
+            and not any(p.show for p in self._link.pending.values())
             and all(v.last >= v.acked for v in self.rooms.values() if v.joined)
         )
 
     def tick(self, now: float) -> list[Action]:
         """Heartbeats (§6.7): ping when idle, give up on a silent broker."""
+        link = self._link
         if self.quitting and now >= self._quit_by:
             left = len(self.outbox)
             why = f"{left} message(s) were not acknowledged" if left else "no answer to BYE"
             return [Output(Problem(f"gave up waiting: {why}")), Quit(1)]
-        if self.state != "ready":
-            if now - self._last_tx < self._retry:
+        if self.state != CS.CONNECTED:
+            if now - link.last_tx < self._retry:
                 return []
             self._retry = min(self._retry * 2, 32.0)
             return [Reconnect("no answer yet")]
-        if now - self._last_rx > self.timeout:
+        if now - link.last_rx > self.timeout:
             return self._lost("the broker stopped answering", now)
-        if self._last_beat_rx and now - self._last_beat_rx > self.timeout:
+        if link.last_beat_rx and now - link.last_beat_rx > self.timeout:
             return self._lost("the broadcast socket went silent", now)
-        if self._hold_until and now >= self._hold_until:
-            self._hold_until = 0.0
+        if link.hold_until and now >= link.hold_until:
+            link.hold_until = 0.0
             return self._flush_later(now) + self._flush_outbox(now)
-        if now - self._last_tx >= self.heartbeat:
+        if now - link.last_tx >= self.heartbeat:
             return [self._request(m.Ping(self._next_rid()), now, show=False)]
         return []
 
     def next_deadline(self) -> float:
-        if self.state != "ready":
-            soonest = self._last_tx + self._retry
+        link = self._link
+        if self.state != CS.CONNECTED:
+            soonest = link.last_tx + self._retry
         else:
-            soonest = min(self._last_tx + self.heartbeat, self._last_rx + self.timeout)
-            if self._hold_until:
-                soonest = min(soonest, self._hold_until)
+            soonest = min(link.last_tx + self.heartbeat, link.last_rx + self.timeout)
+            if link.hold_until:
+                soonest = min(soonest, link.hold_until)
         return min(soonest, self._quit_by) if self.quitting else soonest
 
     def auth_failed(self, why: str) -> list[Action]:
         """The CURVE handshake failed: retrying cannot help, so say so and stop."""
-        self.state = "auth_failed"
-        return [Output(StateChange("auth_failed", f"authentication failed: {why}")), Quit(3)]
+        self._move(CS.AUTH_FAILED)
+        text = f"authentication failed: {why}"
+        return [Output(StateChange(CS.AUTH_FAILED, text, len(self.outbox))), Quit(3)]
+
+    def link_down(self, now: float) -> list[Action]:
+        """The transport saw the DEALER's TCP connection drop (the broker died or the
+        network went): reconnect now rather than wait out the heartbeat timeout."""
+        if self.state != CS.CONNECTED:
+            return []
+        return self._lost("the connection to the broker dropped", now)
+
+    def close(self) -> None:
+        """The transport stopped for good."""
+        self._move(CS.CLOSED)
 
     def _lost(self, why: str, now: float) -> list[Action]:
-        if self.quitting and self._bye_sent:
+        if self.quitting and self._link.bye_sent:
             return [Quit(0)]  # we were leaving anyway; the broker ends the session
-        self.state = "reconnecting"
+        self._move(CS.RECONNECTING)
         self.pub = ""  # the transport drops the SUB too; WELCOME names the endpoint again
-        return [Output(StateChange("reconnecting", f"{why}; reconnecting ...")), Reconnect(why)]
+        queued = len(self.outbox)
+        waiting = f" ({queued} message(s) wait to be sent)" if queued else ""
+        text = f"{why}; reconnecting ...{waiting}"
+        return [Output(StateChange(CS.RECONNECTING, text, queued)), Reconnect(why)]
+
+    # ----------------------------------------------------- calls (the API)
+
+    def say(
+        self, room: str, text: str, now: float, *, action: bool = False, tag: Tag | None = None
+    ) -> list[Action]:
+        """Say ``text`` in ``room``: into the outbox, sent when it can go."""
+        return self._send_outbox(lambda rid, mid: m.Say(rid, room, mid, text, action), now, tag)
+
+    def dm(
+        self, nick: str, text: str, now: float, *, action: bool = False, tag: Tag | None = None
+    ) -> list[Action]:
+        """Send a direct message to ``nick``: into the outbox, sent when it can go."""
+        return self._send_outbox(lambda rid, mid: m.Tell(rid, nick, mid, text, action), now, tag)
+
+    def join(
+        self, room: str, now: float, *, private: bool = False, tag: Tag | None = None
+    ) -> list[Action]:
+        """Join ``room`` and make it current; the tag is answered at its JOINED."""
+        try:
+            room = normalize_room(room)
+        except ProtocolError as exc:
+            return self._failed(tag, exc)
+        self.current = room
+        self.query = None
+        view = self.rooms.get(room)
+        if view is not None:
+            if tag is None:
+                return [Output(Info(f"now talking in #{room}"))]
+            if view.joined:
+                return [Done(tag, None)]
+            view.tags.append(tag)
+            return []
+        self.rooms[room] = RoomView(room, private=private, tags=[] if tag is None else [tag])
+        return self._start_joins([room], now)
+
+    def leave(self, room: str, now: float, *, tag: Tag | None = None) -> list[Action]:
+        """Leave ``room``: at once here; the broker is told when connected."""
+        try:
+            room = normalize_room(room)
+        except ProtocolError as exc:
+            return self._failed(tag, exc)
+        if room not in self.rooms:
+            return self._fail(tag, "not_member", f"you are not in #{room}")
+        view = self.rooms.pop(room)
+        self._left_at[room] = view.last
+        if self.current == room:
+            self.current = next(iter(self.rooms), None)
+        actions: list[Action] = [Unsubscribe(m.room_topic(room))]
+        actions += [Failed(t, "left", f"left #{room} before it was joined") for t in view.tags]
+        # Still syncing: no JOIN went out, so there is nothing to leave. Not
+        # connected: the resumed WELCOME lists the room and we leave it then.
+        if self.state == CS.CONNECTED and (view.joined or self._join_in_flight(room)):
+            actions.append(self._request(m.Leave(self._next_rid(), room), now, tag=tag))
+        elif tag is not None:
+            actions.append(Done(tag, None))
+        return actions
+
+    def ask(
+        self, build: Callable[[int], m.Request], now: float, tag: Tag | None = None
+    ) -> list[Action]:
+        """Any other request; its answer goes to ``tag`` (or to the screen without one)."""
+        try:
+            msg = build(self._next_rid())
+        except ProtocolError as exc:
+            return self._failed(tag, exc)
+        link = self._link
+        if self.state != CS.CONNECTED or self._joining() or now < link.hold_until:
+            # Keep the order the user typed: after the connection, the joins and
+            # any wait the broker asked for.
+            self._later.append(_Later(build, True, tag))
+            return []
+        return [self._request(msg, now, tag=tag)]
+
+    def quit(self, reason: str, now: float) -> list[Action]:
+        """Leave once every queued message is acknowledged (bounded by quit_wait)."""
+        try:
+            reason = check_topic(reason[:300])
+        except ProtocolError:
+            reason = ""  # a reason is a courtesy; never a reason not to leave
+        if not self.quitting:
+            self.quitting = True
+            self._quit_by = now + self.quit_wait
+            self._quit_reason = reason
+        return self._maybe_bye(now)
+
+    def _failed(self, tag: Tag | None, exc: ProtocolError) -> list[Action]:
+        return self._fail(tag, str(exc.code), exc.text)
+
+    def _fail(self, tag: Tag | None, code: str, text: str) -> list[Action]:
+        """A call that cannot be made: to the API caller by tag, else to the screen."""
+        if tag is not None:
+            return [Failed(tag, code, text)]
+        return [Output(Problem(text))]
 
     # --------------------------------------------------------------- input
 
@@ -280,18 +481,23 @@ class ClientCore:
         line = line.rstrip("\r\n")
         if not line.strip():
             return []
+        actions: list[Action] = []
+        if self._lazy_room is not None:
+            room, self._lazy_room = self._lazy_room, None
+            verb = line.split(" ", 1)[0].lower()
+            if verb not in ("/join", "/private", "/quit", "exit") and not self.rooms:
+                actions += self.join(room, now)
         if line.strip() == "exit":
-            return self._quit("", now)
+            return actions + self.quit("", now)
         if not line.startswith("/") or line.startswith("//"):
             text = line[1:] if line.startswith("//") else line
-            return self._say_current(text, False, now)
+            return actions + self._say_current(text, False, now)
         verb, _, rest = line[1:].partition(" ")
         rest = rest.strip()
         handler = getattr(self, f"_cmd_{verb.lower()}", None)
         if handler is None:
-            return [Output(Problem(f"unknown command /{verb}; /help lists them"))]
-        actions: list[Action] = handler(rest, now)
-        return actions
+            return [*actions, Output(Problem(f"unknown command /{verb}; /help lists them"))]
+        return actions + cast("list[Action]", handler(rest, now))
 
     def _usage(self, verb: str) -> list[Action]:
         return [Output(Problem(f"usage: {HELP[verb]}"))]
@@ -326,50 +532,29 @@ class ClientCore:
             return self._usage(verb)
         if room is None:
             return [Output(Problem("join a room first"))]
-        return self._simple(lambda rid: build(rid, room, nick, reason.strip()), now)
+        return self.ask(lambda rid: build(rid, room, nick, reason.strip()), now)
 
     def _cmd_join(self, rest: str, now: float, private: bool = False) -> list[Action]:
         if not rest or " " in rest:
             return self._usage("join")
-        try:
-            room = normalize_room(rest)
-        except ProtocolError as exc:
-            return [Output(Problem(exc.text))]
-        self.current = room
-        self.query = None
-        if room in self.rooms:
-            return [Output(Info(f"now talking in #{room}"))]
-        self.rooms[room] = RoomView(room, private=private)
-        return self._start_joins([room], now)
+        return self.join(rest, now, private=private)
 
     def _cmd_leave(self, rest: str, now: float) -> list[Action]:
         target = rest or self.current
         if not target:
             return self._usage("leave")
-        try:
-            room = normalize_room(target)
-        except ProtocolError as exc:
-            return [Output(Problem(exc.text))]
-        if room not in self.rooms:
-            return [Output(Problem(f"you are not in #{room}"))]
-        view = self.rooms.pop(room)
-        if self.current == room:
-            self.current = next(iter(self.rooms), None)
-        actions: list[Action] = [Unsubscribe(m.room_topic(room))]
-        # Still syncing: no JOIN went out, so there is nothing to leave. Not
-        # connected: the resumed WELCOME lists the room and we leave it then.
-        if self.state == "ready" and (view.joined or self._join_in_flight(room)):
-            actions.append(self._request(m.Leave(self._next_rid(), room), now))
-        return actions
+        return self.leave(target, now)
 
     def _join_in_flight(self, room: str) -> bool:
-        return any(isinstance(p.msg, m.Join) and p.msg.room == room for p in self._pending.values())
+        return any(
+            isinstance(p.msg, m.Join) and p.msg.room == room for p in self._link.pending.values()
+        )
 
     def _cmd_msg(self, rest: str, now: float) -> list[Action]:
         to, _, text = rest.partition(" ")
         if not to or not text.strip():
             return self._usage("msg")
-        return self._send_outbox(lambda rid, mid: m.Tell(rid, to, mid, text), now)
+        return self.dm(to, text, now)
 
     def _cmd_me(self, rest: str, now: float) -> list[Action]:
         if not rest:
@@ -377,24 +562,24 @@ class ClientCore:
         return self._say_current(rest, True, now)
 
     def _cmd_nick(self, rest: str, now: float) -> list[Action]:
-        if not rest or " " in rest:
+        if not rest:
             return self._usage("nick")
-        return self._simple(lambda rid: m.Nick(rid, rest), now)
+        return self.ask(lambda rid: m.Nick(rid, rest), now)  # a bad nick: says why
 
     def _cmd_who(self, rest: str, now: float) -> list[Action]:
         room = rest or self.current
         if not room:
             return self._usage("who")
-        return self._simple(lambda rid: m.Who(rid, room), now)
+        return self.ask(lambda rid: m.Who(rid, room), now)
 
     def _cmd_rooms(self, rest: str, now: float) -> list[Action]:
-        return self._simple(m.Rooms, now)
+        return self.ask(m.Rooms, now)
 
     def _cmd_topic(self, rest: str, now: float) -> list[Action]:
         room = self.current
         if not room:
             return [Output(Problem("join a room first"))]
-        return self._simple(lambda rid: m.Topic(rid, room, rest or None), now)
+        return self.ask(lambda rid: m.Topic(rid, room, rest or None), now)
 
     def _cmd_switch(self, rest: str, now: float) -> list[Action]:
         try:
@@ -432,7 +617,7 @@ class ClientCore:
         room = self.current
         if room is None:
             return shown
-        return shown + self._send_outbox(lambda rid, mid: m.Say(rid, room, mid, told, True), now)
+        return shown + self.say(room, told, now, action=True)
 
     def _cmd_names(self, rest: str, now: float) -> list[Action]:
         return self._cmd_who(rest, now)
@@ -450,7 +635,31 @@ class ClientCore:
         except ValueError:
             return self._usage("history")
         count = max(1, min(count, MAX_HISTORY))
-        return self._simple(lambda rid: m.History(rid, room, limit=count), now)
+        return self.ask(lambda rid: m.History(rid, room, limit=count), now)
+
+    def _cmd_ignore(self, rest: str, now: float) -> list[Action]:
+        if not rest:
+            if not self.ignored:
+                return [Output(Info("you ignore nobody"))]
+            return [Output(Info("you ignore " + ", ".join(sorted(self.ignored.values()))))]
+        try:
+            nick = check_nick(rest)
+        except ProtocolError as exc:
+            return [Output(Problem(exc.text))]
+        self.ignored[nick_key(nick)] = nick
+        return [Output(Info(f"ignoring {nick}: /unignore {nick} to see them again"))]
+
+    def _cmd_unignore(self, rest: str, now: float) -> list[Action]:
+        if not rest:
+            return self._usage("unignore")
+        if self.ignored.pop(nick_key(rest), None) is None:
+            return [Output(Problem(f"you do not ignore {rest}"))]
+        return [Output(Info(f"no longer ignoring {rest}"))]
+
+    def _cmd_whois(self, rest: str, now: float) -> list[Action]:
+        if not rest or " " in rest:
+            return self._usage("whois")
+        return [Output(Problem("/whois: this broker does not answer WHOIS yet"))]
 
     def _cmd_help(self, rest: str, now: float) -> list[Action]:
         verb = rest.lstrip("/").lower()
@@ -462,46 +671,36 @@ class ClientCore:
         return [Output(e) for e in lines]
 
     def _cmd_quit(self, rest: str, now: float) -> list[Action]:
-        return self._quit(rest, now)
-
-    def _quit(self, reason: str, now: float) -> list[Action]:
-        """Leave once every queued message is acknowledged (bounded by quit_wait)."""
-        try:
-            reason = check_topic(reason[:300])
-        except ProtocolError:
-            reason = ""  # a reason is a courtesy; never a reason not to leave
-        if not self.quitting:
-            self.quitting = True
-            self._quit_by = now + self.quit_wait
-            self._quit_reason = reason
-        return self._maybe_bye(now)
+        return self.quit(rest, now)
 
     def _maybe_bye(self, now: float) -> list[Action]:
-        if not self.quitting or self._bye_sent:
+        if not self.quitting or self._link.bye_sent:
             return []
-        if self.state != "ready":  # no session to end; quit unless input still waits
+        if self.state != CS.CONNECTED:  # no session to end; quit unless input still waits
             return [] if self.outbox or self._later else [Quit(0)]
         if not self.idle:
             return []
-        self._bye_sent = True
+        self._link.bye_sent = True
         return [self._request(m.Bye(self._next_rid(), self._quit_reason), now)]
 
     def _say_current(self, text: str, action: bool, now: float) -> list[Action]:
         to = self.query
         if to is not None:
-            return self._send_outbox(lambda rid, mid: m.Tell(rid, to, mid, text, action), now)
+            return self.dm(to, text, now, action=action)
         room = self.current
         if room is None:
             return [Output(Problem("you are in no room: /join one first"))]
-        return self._send_outbox(lambda rid, mid: m.Say(rid, room, mid, text, action), now)
+        return self.say(room, text, now, action=action)
 
-    def _send_outbox(self, build: Callable[[int, str], m.Say | m.Tell], now: float) -> list[Action]:
+    def _send_outbox(
+        self, build: Callable[[int, str], m.Say | m.Tell], now: float, tag: Tag | None = None
+    ) -> list[Action]:
         try:
             msg = build(self._next_rid(), self._new_id())
         except ProtocolError as exc:
-            return [Output(Problem(exc.text))]
-        self.outbox[msg.id] = msg
-        self._unsent[msg.id] = None
+            return self._failed(tag, exc)
+        self.outbox[msg.id] = _Queued(msg, tag)
+        self._link.unsent[msg.id] = None
         return self._flush_outbox(now)
 
     def _flush_outbox(self, now: float) -> list[Action]:
@@ -510,16 +709,17 @@ class ClientCore:
         A message for a room waits for that room's JOINED, so a script's
         ``/join dev`` then ``hello`` reaches the room in that order.
         """
-        if self.state != "ready" or now < self._hold_until:
+        link = self._link
+        if self.state != CS.CONNECTED or now < link.hold_until:
             return []
         actions: list[Action] = []
-        in_flight = len(self.outbox) - len(self._unsent) - len(self._refused)
-        for queue in (self._refused, self._unsent):
+        in_flight = len(self.outbox) - len(link.unsent) - len(link.refused)
+        for queue in (link.refused, link.unsent):
             going: list[str] = []
             for msg_id in queue:  # no copy: stops at the window, so no walk of the backlog
                 if in_flight >= WINDOW:
                     break
-                queued = self.outbox[msg_id]
+                queued = self.outbox[msg_id].msg
                 if isinstance(queued, m.Say):
                     view = self.rooms.get(queued.room)
                     if view is not None and not view.joined:
@@ -528,114 +728,120 @@ class ClientCore:
                 in_flight += 1
             for msg_id in going:
                 del queue[msg_id]
-                actions.append(self._request(_with_rid(self.outbox[msg_id], self._next_rid()), now))
+                entry = self.outbox[msg_id]
+                resend = _with_rid(entry.msg, self._next_rid())
+                actions.append(self._request(resend, now, tag=entry.tag))
         return actions
 
-    def _simple(self, build: Callable[[int], m.Request], now: float) -> list[Action]:
-        try:
-            msg = build(self._next_rid())
-        except ProtocolError as exc:
-            return [Output(Problem(exc.text))]
-        if self.state != "ready" or self._joining() or now < self._hold_until:
-            # Keep the order the user typed: after the connection, the joins and
-            # any rate-limit wait.
-            self._later.append((build, True))
-            return []
-        return [self._request(msg, now)]
-
     def _joining(self) -> bool:
-        return bool(self._syncs) or any(isinstance(p.msg, m.Join) for p in self._pending.values())
+        return bool(self._link.syncs) or any(
+            isinstance(p.msg, m.Join) for p in self._link.pending.values()
+        )
 
     def _flush_later(self, now: float) -> list[Action]:
-        if self.state != "ready" or self._joining() or not self._later:
+        link = self._link
+        if self.state != CS.CONNECTED or self._joining() or not self._later:
             return []
-        if now < self._hold_until:
+        if now < link.hold_until:
             return []
-        self._throttled_later = 0
+        link.throttled_later = 0
         later, self._later = self._later, []
-        return [self._request(build(self._next_rid()), now, show) for build, show in later]
+        actions: list[Action] = []
+        for item in later:
+            try:
+                msg = item.build(self._next_rid())
+            except ProtocolError as exc:
+                actions += self._failed(item.tag, exc)
+                continue
+            actions.append(self._request(msg, now, item.show, item.tag))
+        return actions
 
     # ---------------------------------------------------- from the broker
 
     def on_direct(self, msg: m.Reply | m.Push, now: float) -> list[Action]:
         """A reply or push received on the DEALER."""
-        self._last_rx = now
+        self._link.last_rx = now
         actions = self._on_direct(msg, now)
         return actions + self._maybe_bye(now) if self.quitting else actions
 
     def _on_direct(self, msg: m.Reply | m.Push, now: float) -> list[Action]:
-        if isinstance(msg, m.Dm):
-            return self._on_dm(msg, now)
-        if isinstance(msg, m.PrivateEvent):
-            return self._on_event(msg.event, now)
-        if isinstance(msg, m.Invited):
-            text = f"{msg.by} invited you to #{msg.room}: /join {msg.room}"
-            return [Output(Info(text))]
-        assert isinstance(msg, m.Reply)
-        pending = self._pending.pop(msg.rid, None)
+        if isinstance(msg, m.Push):
+            return _PUSHES[type(msg)](self, msg, now)
+        pending = self._link.pending.pop(msg.rid, None)
         if pending is None:
             return []  # a reply from before a reconnect: its request was redone
-        req = pending.msg
         if isinstance(msg, m.Error):
-            return self._on_error(req, msg, pending.show, now)
-        if isinstance(msg, m.Welcome):
-            return self._on_welcome(msg, now)
-        if isinstance(msg, m.Joined):
-            return self._on_joined(msg, now)
-        if isinstance(msg, m.Events):
-            return self._on_events(msg, pending.show, now)
-        if isinstance(msg, m.Ack):
-            sent = self.outbox.pop(msg.id, None)
-            self._unsent.pop(msg.id, None)
-            shown = self._flush_outbox(now)  # the window has room again
-            view = self.rooms.get(sent.room) if isinstance(sent, m.Say) else None
-            if view is not None:
-                # Our own line comes back on the SUB; a duplicate was published
-                # before a reconnect and may have been missed: fetch it.
-                view.acked = max(view.acked, msg.seq)
-                if msg.dup and view.joined:
-                    shown += self._advance(view, msg.seq, now)
-            if isinstance(sent, m.Tell):
-                shown.append(
-                    Output(DirectLine(self.nick, sent.to, sent.text, now, sent.action, True))
-                )
-            return shown
-        if isinstance(msg, m.Pong):
-            actions: list[Action] = []
-            for head in msg.heads:  # events lost at the tail of a burst (§6.7)
-                view = self.rooms.get(head.room)
-                if view is not None and view.joined and head.last > view.last:
-                    actions += self._advance(view, head.last, now)
-            return actions
-        if isinstance(msg, m.Names):
-            view = self.rooms.get(msg.room)
-            if view is not None and not msg.more:
-                view.members = {nick_key(n): n for n in msg.members}
-            names = ", ".join(msg.members) or "nobody"
-            more = f" and {msg.more} more" if msg.more else ""
-            return [Output(Info(f"#{msg.room}: {names}{more}"))]
-        if isinstance(msg, m.RoomList):
-            if not msg.rooms:
-                return [Output(Info("no rooms yet: /join one"))]
-            lines: list[Action] = [
-                Output(Info(f"#{r.name} ({r.members})" + (f" - {r.topic}" if r.topic else "")))
-                for r in msg.rooms
-            ]
-            if msg.more:
-                lines.append(Output(Info(f"... and {msg.more} more rooms")))
-            return lines
-        if isinstance(msg, m.TopicIs):
-            if isinstance(req, m.Topic) and req.topic is not None:
-                return []  # the topic event in the room shows the change
-            return [Output(Info(f"topic of #{msg.room}: {msg.topic or '(none)'}"))]
-        if isinstance(msg, m.Ok):
-            if isinstance(req, m.Nick):
-                self.nick = req.nick
-                return [Output(Info(f"you are now {req.nick}"))]
-            if isinstance(req, m.Leave):
-                return [Output(Info(f"you left #{req.room}"))]
-            if isinstance(req, m.Bye):
-                return [Quit(0)]
+            return self._on_error(pending, msg, now)
+        row = _ROWS[type(pending.msg)]
+        if not isinstance(msg, row.reply):
+            why = f"the broker answered {pending.msg.TYPE.decode()} with {msg.TYPE.decode()}"
+            return self._fail(pending.tag, "bad_reply", why)
+        actions = row.on_reply(self, pending, msg, now)
+        if pending.tag is not None:
+            actions.append(Done(pending.tag, msg))
+        return actions
+
+    def _on_invited(self, msg: m.Invited, now: float) -> list[Action]:
+        return [Output(Invitation(msg.room, msg.by))]
+
+    def _on_private_event(self, msg: m.PrivateEvent, now: float) -> list[Action]:
+        return self._on_event(msg.event, now)
+
+    def _on_ack(self, pending: _Pending, msg: m.Ack, now: float) -> list[Action]:
+        entry = self.outbox.pop(msg.id, None)
+        self._link.unsent.pop(msg.id, None)
+        self._link.waiting = ""  # a message went through: a wait that comes next is news
+        shown = self._flush_outbox(now)  # the window has room again
+        sent = entry.msg if entry is not None else pending.msg
+        view = self.rooms.get(sent.room) if isinstance(sent, m.Say) else None
+        if view is not None:
+            # Our own line comes back on the SUB; a duplicate was published
+            # before a reconnect and may have been missed: fetch it.
+            view.acked = max(view.acked, msg.seq)
+            if msg.dup and view.joined:
+                shown += self._advance(view, msg.seq, now)
+        if isinstance(sent, m.Tell) and entry is not None:
+            line = DirectLine(self.nick, sent.to, sent.text, now, sent.action, True, sent.id)
+            shown.append(Output(line))
+        return shown
+
+    def _on_pong(self, pending: _Pending, msg: m.Pong, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for head in msg.heads:  # events lost at the tail of a burst (§6.7)
+            view = self.rooms.get(head.room)
+            if view is not None and view.joined and head.last > view.last:
+                actions += self._advance(view, head.last, now)
+        return actions
+
+    def _on_names(self, pending: _Pending, msg: m.Names, now: float) -> list[Action]:
+        view = self.rooms.get(msg.room)
+        if view is not None and not msg.more:
+            view.members = {nick_key(n): n for n in msg.members}
+        return [] if pending.tag is not None else [
+            Output(Members(msg.room, tuple(msg.members), msg.more))
+        ]  # fmt: skip
+
+    def _on_room_list(self, pending: _Pending, msg: m.RoomList, now: float) -> list[Action]:
+        if pending.tag is not None:
+            return []
+        rooms = tuple(RoomEntry(r.name, r.members, r.topic) for r in msg.rooms)
+        return [Output(RoomListing(rooms, msg.more))]
+
+    def _on_topic_is(self, pending: _Pending, msg: m.TopicIs, now: float) -> list[Action]:
+        req = cast(m.Topic, pending.msg)
+        if req.topic is not None or pending.tag is not None:
+            return []  # the topic event in the room shows the change
+        return [Output(TopicInfo(msg.room, msg.topic))]
+
+    def _on_ok(self, pending: _Pending, msg: m.Ok, now: float) -> list[Action]:
+        req = pending.msg
+        if isinstance(req, m.Nick):
+            self.nick = req.nick
+            return [Output(NickIs(req.nick))]
+        if isinstance(req, m.Leave) and pending.show:
+            return [Output(LeftRoom(req.room))]
+        if isinstance(req, m.Bye):
+            return [Quit(0)]
         return []
 
     def on_broadcast(self, msg: m.Broadcast, now: float) -> list[Action]:
@@ -647,10 +853,10 @@ class ClientCore:
         if isinstance(msg, m.Event):
             return self._on_event(msg, now)
         if isinstance(msg, m.Beat):
-            self._last_beat_rx = now
+            self._link.last_beat_rx = now
             return []
         if isinstance(msg, m.Synced):
-            rooms = self._syncs.pop(msg.token, None)
+            rooms = self._link.syncs.pop(msg.token, None)
             if rooms is None:
                 return []
             actions: list[Action] = [Unsubscribe(m.sync_topic(msg.token))]
@@ -672,23 +878,27 @@ class ClientCore:
             self._dm_ids[dm.id] = None
             if len(self._dm_ids) > 1000:
                 self._dm_ids.popitem(last=False)
-            actions.append(Output(DirectLine(dm.sender, dm.to, dm.text, dm.ts, dm.action, False)))
+            if nick_key(dm.sender) not in self.ignored:
+                line = DirectLine(dm.sender, dm.to, dm.text, dm.ts, dm.action, False, dm.id)
+                actions.append(Output(line))
         if dm.seq:
             actions.append(self._request(m.Seen(self._next_rid(), dm.seq), now, show=False))
         return actions
 
-    def _on_welcome(self, msg: m.Welcome, now: float) -> list[Action]:
+    def _on_welcome(self, pending: _Pending, msg: m.Welcome, now: float) -> list[Action]:
         actions: list[Action] = []
         if self.epoch and msg.epoch != self.epoch:
             # A reset or replaced store: our positions mean nothing there.
             actions.append(Output(Problem("the broker's history was reset; positions start over")))
             for view in self.rooms.values():
                 view.last = view.acked = 0
+            self._left_at.clear()
         self.epoch, self.session, self.nick = msg.epoch, msg.session, msg.nick
         self.heartbeat, self.timeout = msg.heartbeat, msg.timeout
-        self._last_beat_rx = now  # BEATs must start within `timeout`, or the SUB is dead
-        self.state = "ready"
-        actions.append(Output(StateChange("connected", f"connected as {msg.nick}")))
+        self._link.last_beat_rx = now  # BEATs must start within `timeout`, or the SUB is dead
+        self._move(CS.CONNECTED)
+        state = StateChange(CS.CONNECTED, f"connected as {msg.nick}", len(self.outbox))
+        actions.append(Output(state))
         pub = msg.pub
         if pub.startswith("tcp://*:"):
             pub = "tcp://" + self.host + ":" + pub.rsplit(":", 1)[1]
@@ -705,15 +915,15 @@ class ClientCore:
 
     def _start_joins(self, rooms: list[str], now: float) -> list[Action]:
         """Subscribe, prove the subscriptions live, then JOIN (§5.2)."""
-        if not rooms or self.state != "ready":
+        if not rooms or self.state != CS.CONNECTED:
             return []
         token = self._new_token()
-        self._syncs[token] = rooms
+        self._link.syncs[token] = rooms
         actions: list[Action] = [Subscribe(m.room_topic(r)) for r in rooms]
         actions.append(Subscribe(m.sync_topic(token)))
         return actions
 
-    def _on_joined(self, msg: m.Joined, now: float) -> list[Action]:
+    def _on_joined(self, pending: _Pending, msg: m.Joined, now: float) -> list[Action]:
         view = self.rooms.get(msg.room)
         if view is None:  # left again before the reply came
             return self._flush_later(now) + self._flush_outbox(now)
@@ -729,24 +939,31 @@ class ClientCore:
                                           "positions start over")))  # fmt: skip
             view.last = view.acked = 0
             view.buffer.clear()
+            self._left_at.pop(msg.room, None)
         if not view.last:
             here = len(msg.members) + msg.more
-            actions.append(Output(Info(f"joined #{msg.room} ({here} here)")))
+            actions.append(Output(JoinedRoom(msg.room, here, msg.topic)))
             if msg.topic:
-                actions.append(Output(Info(f"topic of #{msg.room}: {msg.topic}")))
+                actions.append(Output(TopicInfo(msg.room, msg.topic)))
+            # Back in a room we left: what we saw then is still on the screen.
+            seen = self._left_at.pop(msg.room, 0)
+            seen = 0 if seen > msg.last else seen  # unless the log went back since
             for ev in msg.history:
-                actions += self._show(view, ev, history=True)
+                if ev.seq > seen:
+                    actions += self._show(view, ev, history=True)
             view.last = max(view.last, msg.last)
         view.members = {nick_key(n): n for n in msg.members}
         view.members_at = msg.last
         view.joined = True
         view.buffer = {s: e for s, e in view.buffer.items() if s > view.last}
+        actions += [Done(t, msg) for t in view.tags]
+        view.tags.clear()
         actions += self._advance(view, msg.last, now)
         return actions + self._flush_later(now) + self._flush_outbox(now)
 
-    def _on_events(self, msg: m.Events, show: bool, now: float) -> list[Action]:
+    def _on_events(self, pending: _Pending, msg: m.Events, now: float) -> list[Action]:
         view = self.rooms.get(msg.room)
-        if not show:  # a gap fetch for a room we are in
+        if not pending.show:  # a gap fetch for a room we are in
             if view is None:
                 return []
             view.fetching = False
@@ -757,9 +974,20 @@ class ClientCore:
                 notice = Problem(f"#{view.name}: {lost} older event(s) are no longer in history")
                 return [Output(notice), *self._gap_filled(view, msg, now)]
             return self._gap_filled(view, msg, now)
+        if pending.tag is not None:
+            return []
+        shown: list[Action] = [Output(HistoryHeader(msg.room, len(msg.events)))]
         if not msg.events:
-            return [Output(Info(f"no history in #{msg.room}"))]
-        return [Output(_to_ui(ev, self.nick, history=True)) for ev in msg.events]
+            return shown
+        shown += [Output(_to_ui(ev, self.nick, history=True)) for ev in self._visible(msg.events)]
+        return [*shown, Output(HistoryHeader(msg.room, len(msg.events), end=True))]
+
+    def _visible(self, events: Iterable[m.Event]) -> list[m.Event]:
+        """Events minus the messages of ignored nicks."""
+        return [e for e in events if not self._hidden(e)]
+
+    def _hidden(self, ev: m.Event) -> bool:
+        return ev.kind in ("msg", "action") and nick_key(ev.nick) in self.ignored
 
     def _gap_filled(self, view: RoomView, msg: m.Events, now: float) -> list[Action]:
         for ev in msg.events:
@@ -772,11 +1000,14 @@ class ClientCore:
         if view is None or ev.seq <= view.last:
             return []  # not ours, or already shown
         if ev.kind == "kick" and nick_key(ev.nick) == nick_key(self.nick) and view.joined:
-            # We were removed: the room is no longer ours (§6.11).
+            # We were removed: the room is no longer ours (§6.11). Say so where
+            # the user looks next, not in the window that goes away.
             del self.rooms[ev.room]
+            self._left_at[ev.room] = ev.seq
             if self.current == ev.room:
                 self.current = next(iter(self.rooms), None)
-            return [Output(_to_ui(ev, self.nick, False)), Unsubscribe(m.room_topic(ev.room))]
+            kicked = Kicked(ev.room, ev.text, ev.ts, ev.seq)
+            return [Output(kicked), Unsubscribe(m.room_topic(ev.room))]
         view.buffer[ev.seq] = ev
         if not view.joined:
             return []  # merged when JOINED arrives
@@ -806,83 +1037,199 @@ class ClientCore:
             elif ev.kind == "nick" and nick_key(ev.nick) in view.members:
                 del view.members[nick_key(ev.nick)]
                 view.members[nick_key(ev.text)] = ev.text
+        if self._hidden(ev):
+            return []
         return [Output(_to_ui(ev, self.nick, history))]
 
-    def _on_error(self, req: m.Request, err: m.Error, show: bool, now: float) -> list[Action]:
-        if isinstance(req, m.History) and not show:
-            # A gap fetch that failed: fetch again at the next event or PONG head.
-            view = self.rooms.get(req.room)
-            if view is not None:
-                view.fetching = False
-            if err.code == "rate_limited":
-                self._hold_until = max(self._hold_until, now + max(err.retry_after, 0.05))
-                return []
-        if isinstance(req, m.Hello):
-            if err.code == "nick_taken" and not self.session:
-                return [Output(Problem(f"{err.code}: {err.text}")), Quit(2)]
-            # Register anew, after the retry interval (tick), never in a tight loop.
-            self.session = ""
-            return [Output(Problem(f"{err.code}: {err.text}"))]
+    # -------------------------------------------------------------- errors
+
+    def _on_error(self, pending: _Pending, err: m.Error, now: float) -> list[Action]:
+        row = _ROWS[type(pending.msg)]
+        if row.on_error is not None:
+            handled = row.on_error(self, pending, err, now)
+            if handled is not None:
+                return handled
         if err.code == "not_registered":
             # libzmq re-established the DEALER's connection by itself and the
             # broker sees a new peer: HELLO again, resuming. What was refused
             # stays in the outbox or is asked again.
-            if self.state != "ready":
+            if self.state != CS.CONNECTED:
                 return []
             return self._lost("the broker no longer knows this connection", now)
-        if err.code == "rate_limited":
-            # Throttled, not refused: keep it and send it again when allowed (§6.12).
-            notice: list[Action] = []
-            if now >= self._hold_until:
+        if err.retry_after > 0:
+            return self._wait_and_retry(pending, err, now)
+        if row.on_refused is not None:
+            return row.on_refused(self, pending, err, now)
+        return self._refused(pending, err)
+
+    def _refused(self, pending: _Pending, err: m.Error) -> list[Action]:
+        if pending.tag is not None:
+            return [Failed(pending.tag, err.code, err.text)]
+        return [Output(Problem(f"{err.code}: {err.text}"))]
+
+    def _wait_and_retry(self, pending: _Pending, err: m.Error, now: float) -> list[Action]:
+        """Told to wait, not refused (§6.12): keep it, send it again when allowed.
+
+        ``rate_limited`` (too fast) and ``store_unavailable`` (the broker cannot
+        store right now) both carry ``retry_after``; one notice per episode.
+        """
+        link = self._link
+        notice: list[Action] = []
+        if link.waiting != err.code:
+            link.waiting = err.code
+            if err.code == "rate_limited":
                 why = "sending too fast: the broker asks to slow down; nothing is lost"
-                notice.append(Output(Problem(why)))
-            self._hold_until = max(self._hold_until, now + max(err.retry_after, 0.05))
-            if isinstance(req, (m.Say, m.Tell)):
-                if req.id in self.outbox:
-                    self._refused[req.id] = None
-            elif not isinstance(req, m.Join) or req.room in self.rooms:
-                # Ahead of what was typed since, behind what was throttled before.
-                build = functools.partial(_with_rid, req)
-                self._later.insert(self._throttled_later, (build, show))
-                self._throttled_later += 1
-            return notice
-        if isinstance(req, (m.Say, m.Tell)):
-            self._drop(req.id)
-            return [Output(Problem(f"{err.code}: {err.text}"))]
-        if isinstance(req, m.Bye):
-            return [Quit(0)]
+            else:
+                why = (f"{err.code}: {err.text}; {len(self.outbox)} message(s) kept, "
+                       f"sent again in {err.retry_after:g}s")  # fmt: skip
+            notice.append(Output(Problem(why)))
+        link.hold_until = max(link.hold_until, now + max(err.retry_after, 0.05))
+        req = pending.msg
+        if isinstance(req, m.Say | m.Tell):
+            if req.id in self.outbox:
+                link.refused[req.id] = None
+        elif not isinstance(req, m.Join) or req.room in self.rooms:
+            # Ahead of what was typed since, behind what was throttled before.
+            again = _Later(_builder(req), pending.show, pending.tag)
+            self._later.insert(link.throttled_later, again)
+            link.throttled_later += 1
+        return notice
+
+    def _hello_failed(self, pending: _Pending, err: m.Error, now: float) -> list[Action] | None:
+        if err.code == "nick_taken" and not self.session:
+            return [Output(Problem(f"{err.code}: {err.text}")), Quit(2)]
+        # Register anew, after the retry interval (tick), never in a tight loop.
+        self.session = ""
+        return [Output(Problem(f"{err.code}: {err.text}"))]
+
+    def _bye_failed(self, pending: _Pending, err: m.Error, now: float) -> list[Action] | None:
+        return [Quit(0)]
+
+    def _gap_fetch_failed(
+        self, pending: _Pending, err: m.Error, now: float
+    ) -> list[Action] | None:
+        if pending.show:
+            return None
+        # A gap fetch that failed: fetch again at the next event or PONG head.
+        req = cast(m.History, pending.msg)
+        view = self.rooms.get(req.room)
+        if view is not None:
+            view.fetching = False
+        if err.retry_after > 0:
+            link = self._link
+            link.hold_until = max(link.hold_until, now + max(err.retry_after, 0.05))
+            return []
+        return None
+
+    def _message_refused(self, pending: _Pending, err: m.Error, now: float) -> list[Action]:
+        req = cast(m.Say | m.Tell, pending.msg)
+        self._drop(req.id)
+        return self._refused(pending, err)
+
+    def _join_refused(self, pending: _Pending, err: m.Error, now: float) -> list[Action]:
+        req = cast(m.Join, pending.msg)
         problem: list[Action] = [Output(Problem(f"{err.code}: {err.text}"))]
-        if isinstance(req, m.Join):
-            problem.append(Unsubscribe(m.room_topic(req.room)))
-            self.rooms.pop(req.room, None)
-            stuck = [
-                i for i, q in self.outbox.items() if isinstance(q, m.Say) and q.room == req.room
-            ]
-            for msg_id in stuck:
-                self._drop(msg_id)
-            if stuck:
-                problem.append(Output(Problem(f"{len(stuck)} message(s) for #{req.room} not sent")))
-            if self.current == req.room:
-                self.current = next(iter(self.rooms), None)
-            return problem + self._flush_later(now) + self._flush_outbox(now)
-        return problem
+        problem.append(Unsubscribe(m.room_topic(req.room)))
+        view = self.rooms.pop(req.room, None)
+        if view is not None:
+            problem += [Failed(t, err.code, err.text) for t in view.tags]
+        stuck = [
+            i for i, q in self.outbox.items() if isinstance(q.msg, m.Say) and q.msg.room == req.room
+        ]
+        for msg_id in stuck:
+            tag = self.outbox[msg_id].tag
+            if tag is not None:
+                problem.append(Failed(tag, err.code, f"#{req.room}: {err.text}"))
+            self._drop(msg_id)
+        if stuck:
+            problem.append(Output(Problem(f"{len(stuck)} message(s) for #{req.room} not sent")))
+        if self.current == req.room:
+            self.current = next(iter(self.rooms), None)
+        return problem + self._flush_later(now) + self._flush_outbox(now)
 
     # ------------------------------------------------------------- helpers
 
     def _drop(self, msg_id: str) -> None:
         """Forget a message for good: it is in no queue of the outbox any more."""
         self.outbox.pop(msg_id, None)
-        self._unsent.pop(msg_id, None)
-        self._refused.pop(msg_id, None)
+        self._link.unsent.pop(msg_id, None)
+        self._link.refused.pop(msg_id, None)
 
     def _next_rid(self) -> int:
         self._rid += 1
         return self._rid
 
-    def _request(self, msg: m.Request, now: float, show: bool = True) -> Request:
-        self._pending[msg.rid] = _Pending(msg, show)
-        self._last_tx = now
+    def _request(
+        self, msg: m.Request, now: float, show: bool = True, tag: Tag | None = None
+    ) -> Request:
+        self._link.pending[msg.rid] = _Pending(msg, show, tag)
+        self._link.last_tx = now
         return Request(msg)
+
+
+# --------------------------------------------------------- the dispatch table
+
+Handler = Callable[[ClientCore, _Pending, Any, float], list[Action]]
+PreHandler = Callable[[ClientCore, _Pending, m.Error, float], "list[Action] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """How the core treats one request type's answers.
+
+    ``reply``: the answer expected (anything else is a broker bug, reported);
+    ``on_reply``: what that answer does; ``on_error``: runs first on an ERROR
+    and may settle it (None: go on); ``on_refused``: for an ERROR that is
+    final (not ``not_registered``, no ``retry_after``); default: report it.
+    """
+
+    reply: type[m.Reply]
+    on_reply: Handler
+    on_error: PreHandler | None = None
+    on_refused: Handler | None = None
+
+
+def _nothing(core: ClientCore, pending: _Pending, msg: Any, now: float) -> list[Action]:
+    return []
+
+
+_ROWS: dict[type[m.Request], _Row] = {
+    m.Hello: _Row(m.Welcome, ClientCore._on_welcome, ClientCore._hello_failed),
+    m.Join: _Row(m.Joined, ClientCore._on_joined, on_refused=ClientCore._join_refused),
+    m.Leave: _Row(m.Ok, ClientCore._on_ok),
+    m.Say: _Row(m.Ack, ClientCore._on_ack, on_refused=ClientCore._message_refused),
+    m.Tell: _Row(m.Ack, ClientCore._on_ack, on_refused=ClientCore._message_refused),
+    m.Nick: _Row(m.Ok, ClientCore._on_ok),
+    m.Topic: _Row(m.TopicIs, ClientCore._on_topic_is),
+    m.Who: _Row(m.Names, ClientCore._on_names),
+    m.Rooms: _Row(m.RoomList, ClientCore._on_room_list),
+    m.History: _Row(m.Events, ClientCore._on_events, ClientCore._gap_fetch_failed),
+    m.Seen: _Row(m.Ok, _nothing),
+    m.Invite: _Row(m.Ok, _nothing),
+    m.Kick: _Row(m.Ok, _nothing),
+    m.Ban: _Row(m.Ok, _nothing),
+    m.Stats: _Row(m.StatsReply, _nothing),
+    m.Ping: _Row(m.Pong, ClientCore._on_pong),
+    m.Bye: _Row(m.Ok, ClientCore._on_ok, ClientCore._bye_failed),
+}
+_PUSHES: dict[type[m.Push], Callable[[ClientCore, Any, float], list[Action]]] = {
+    m.Dm: ClientCore._on_dm,
+    m.PrivateEvent: ClientCore._on_private_event,
+    m.Invited: ClientCore._on_invited,
+}
+
+
+def _redo_after_reconnect(pending: _Pending) -> bool:
+    """An API call in flight when the connection went: ask it again on the next one.
+    (Messages are in the outbox and joins in ``rooms``: those are redone anyway.)"""
+    return pending.tag is not None and not isinstance(
+        pending.msg, m.Hello | m.Join | m.Say | m.Tell | m.Bye | m.Ping | m.Seen
+    )
+
+
+def _builder(msg: m.Request) -> Callable[[int], m.Request]:
+    """A builder of ``msg`` under a new request id."""
+    return lambda rid: _with_rid(msg, rid)
 
 
 def _with_rid(msg: R, rid: int) -> R:
@@ -893,7 +1240,9 @@ def _with_rid(msg: R, rid: int) -> R:
 def _to_ui(ev: m.Event, me: str, history: bool) -> UiEvent:
     if ev.kind in ("msg", "action"):
         mention = nick_key(ev.nick) != nick_key(me) and mentions(ev.text, me)
-        return Chat(ev.room, ev.nick, ev.text, ev.ts, ev.kind == "action", mention, history, ev.seq)
+        return Chat(
+            ev.room, ev.nick, ev.text, ev.ts, ev.kind == "action", mention, history, ev.seq, ev.id
+        )
     return RoomNotice(ev.room, ev.kind, ev.nick, ev.text, ev.ts, history, ev.seq)
 
 

@@ -13,16 +13,26 @@ import time
 import unicodedata
 from dataclasses import dataclass
 
+from zchat.client.state import ConnectionState
 from zchat.protocol.rules import ALLOWED_FORMAT
+
+#: What a tab in a message shows as: it is allowed text (§3.3), but a raw tab
+#: would move the cursor by a width the screen cannot know.
+TAB = "    "
 
 
 def safe(text: str) -> str:
-    """Replace control and invisible formatting characters with visible escapes."""
+    """Replace control and invisible formatting characters with visible escapes.
+
+    A tab, which messages may carry, becomes spaces.
+    """
     if text.isprintable():
         return text
     out = []
     for ch in text:
-        if ch.isprintable() or ch == " " or (ch in ALLOWED_FORMAT and ch != "\t"):
+        if ch == "\t":
+            out.append(TAB)
+        elif ch.isprintable() or ch == " " or ch in ALLOWED_FORMAT:
             out.append(ch)  # ZWJ/ZWNJ join emoji and scripts; they move no cursor
         elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn", "Cs"):
             code = ord(ch)
@@ -36,8 +46,16 @@ def safe(text: str) -> str:
     return "".join(out)
 
 
-def hhmm(ts: float) -> str:
-    return time.strftime("%H:%M", time.localtime(ts))
+def hhmm(ts: float, now: float | None = None) -> str:
+    """``08:44`` for a time of today, ``Nov 28 08:44`` for an older day (or another
+    year's ``2025-11-28 08:44``): history and offline DMs can be days old."""
+    when = time.localtime(ts)
+    today = time.localtime(time.time() if now is None else now)
+    if when[:3] == today[:3]:
+        return time.strftime("%H:%M", when)
+    if when.tm_year == today.tm_year:
+        return time.strftime("%b %d %H:%M", when)
+    return time.strftime("%Y-%m-%d %H:%M", when)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +70,7 @@ class Chat:
     mention: bool
     history: bool
     seq: int
+    id: str = ""  # the message id its sender gave it (§6.3)
 
     def plain(self) -> str:
         who = f"* {safe(self.nick)}" if self.action else f"<{safe(self.nick)}>"
@@ -97,6 +116,7 @@ class DirectLine:
     ts: float
     action: bool
     outgoing: bool
+    id: str = ""  # the message id its sender gave it (§6.6)
 
     def plain(self) -> str:
         body = safe(self.text)
@@ -118,6 +138,131 @@ class Info:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinedRoom:
+    """We are in ``room`` now: ``here`` members, its topic."""
+
+    room: str
+    here: int
+    topic: str
+
+    def plain(self) -> str:
+        return f"-- joined #{self.room} ({self.here} here)"
+
+
+@dataclass(frozen=True, slots=True)
+class LeftRoom:
+    """We left ``room`` (``/leave``)."""
+
+    room: str
+
+    def plain(self) -> str:
+        return f"-- you left #{self.room}"
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked:
+    """An operator removed us from ``room``; ``text`` says by whom and why."""
+
+    room: str
+    text: str
+    ts: float
+    seq: int = 0
+
+    def plain(self) -> str:
+        return f"!! you were removed from #{self.room} ({safe(self.text)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """Who is in ``room`` (``/who``); ``more`` were not listed."""
+
+    room: str
+    members: tuple[str, ...]
+    more: int = 0
+
+    def plain(self) -> str:
+        names = ", ".join(safe(n) for n in self.members) or "nobody"
+        more = f" and {self.more} more" if self.more else ""
+        return f"-- #{self.room}: {names}{more}"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEntry:
+    """One room of a ``/rooms`` list."""
+
+    name: str
+    members: int
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomListing:
+    """The broker's rooms (``/rooms``); ``more`` were not listed."""
+
+    rooms: tuple[RoomEntry, ...]
+    more: int = 0
+
+    def plain(self) -> str:
+        if not self.rooms:
+            return "-- no rooms yet: /join one"
+        lines = [
+            f"-- #{r.name} ({r.members})" + (f" - {safe(r.topic)}" if r.topic else "")
+            for r in self.rooms
+        ]
+        if self.more:
+            lines.append(f"-- ... and {self.more} more rooms")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """The topic of ``room`` ("" for none), as asked with ``/topic`` or shown on join."""
+
+    room: str
+    topic: str
+
+    def plain(self) -> str:
+        return f"-- topic of #{self.room}: {safe(self.topic) or '(none)'}"
+
+
+@dataclass(frozen=True, slots=True)
+class NickIs:
+    """Our nick is now ``nick``."""
+
+    nick: str
+
+    def plain(self) -> str:
+        return f"-- you are now {safe(self.nick)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Invitation:
+    """``by`` invited us into the private room ``room`` (§6.11)."""
+
+    room: str
+    by: str
+
+    def plain(self) -> str:
+        return f"-- {safe(self.by)} invited you to #{self.room}: /join {self.room}"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryHeader:
+    """What ``/history`` shows next: ``count`` past events of ``room`` (``end`` marks the end)."""
+
+    room: str
+    count: int
+    end: bool = False
+
+    def plain(self) -> str:
+        if self.end:
+            return f"-- end of history of #{self.room}"
+        if not self.count:
+            return f"-- no history in #{self.room}"
+        return f"-- history of #{self.room}: the last {self.count} event(s)"
+
+
+@dataclass(frozen=True, slots=True)
 class Problem:
     """Something went wrong; said in one line."""
 
@@ -129,14 +274,14 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class StateChange:
-    """The connection state changed.
+    """The connection state changed (zchat/client/state.py names the states).
 
-    ``state`` is one of ``connecting``, ``connected``, ``reconnecting`` and
-    ``auth_failed``; a UI shows a name it does not know as it is.
+    ``queued`` counts the messages waiting in the outbox to be sent (again).
     """
 
-    state: str
+    state: ConnectionState
     text: str
+    queued: int = 0
 
     def plain(self) -> str:
         return f"-- {safe(self.text)}"
@@ -150,7 +295,27 @@ class Clear:
         return "-- /clear only clears the interactive screen"
 
 
-UiEvent = Chat | RoomNotice | DirectLine | Info | Problem | StateChange | Clear
+UiEvent = (
+    Chat
+    | RoomNotice
+    | DirectLine
+    | Info
+    | JoinedRoom
+    | LeftRoom
+    | Kicked
+    | Members
+    | RoomListing
+    | TopicInfo
+    | NickIs
+    | Invitation
+    | HistoryHeader
+    | Problem
+    | StateChange
+    | Clear
+)
+#: Lines from the client itself (not from a room): a UI styles them like Info.
+INFO_EVENTS = (JoinedRoom, LeftRoom, Members, RoomListing, TopicInfo, NickIs, Invitation,
+               HistoryHeader)  # fmt: skip
 
 
 def to_json(event: UiEvent) -> str:
@@ -164,6 +329,15 @@ _JSON_NAMES: dict[type, str] = {
     RoomNotice: "notice",
     DirectLine: "dm",
     Info: "info",
+    JoinedRoom: "joined",
+    LeftRoom: "left",
+    Kicked: "kicked",
+    Members: "who",
+    RoomListing: "rooms",
+    TopicInfo: "topic",
+    NickIs: "nick",
+    Invitation: "invited",
+    HistoryHeader: "history",
     Problem: "error",
     StateChange: "state",
     Clear: "clear",

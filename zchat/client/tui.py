@@ -47,17 +47,21 @@ from prompt_toolkit.utils import get_cwidth
 
 from zchat.client.core import HELP, ClientCore
 from zchat.client.events import (
+    INFO_EVENTS,
     Chat,
     Clear,
     DirectLine,
     Info,
+    Kicked,
     Problem,
+    RoomListing,
     RoomNotice,
     StateChange,
     UiEvent,
     hhmm,
     safe,
 )
+from zchat.client.state import ConnectionState
 from zchat.protocol.rules import nick_key
 
 Line = StyleAndTextTuples
@@ -180,7 +184,7 @@ def render(event: UiEvent, look: Look) -> tuple[Line, int]:
     message wraps into a column of its own.
     """
     clock: Line = []
-    if look.clock and isinstance(event, Chat | RoomNotice | DirectLine):
+    if look.clock and isinstance(event, Chat | RoomNotice | DirectLine | Kicked):
         clock = [("class:time", hhmm(event.ts) + " ")]
     line: Line
     if isinstance(event, Chat):
@@ -207,6 +211,10 @@ def render(event: UiEvent, look: Look) -> tuple[Line, int]:
         line = [("class:state", "-- " + safe(event.text))]
     elif isinstance(event, Info):
         line = [("class:info", "-- " + safe(event.text))]
+    elif isinstance(event, Kicked):
+        line = [*clock, ("class:problem", event.plain())]
+    elif isinstance(event, INFO_EVENTS):
+        line = [("class:info", event.plain())]  # plain() escaped what came from the network
     elif isinstance(event, Clear):
         line = []
     else:  # an event this screen does not know yet still shows, as its plain line
@@ -287,11 +295,12 @@ def wrap(line: Line, width: int, indent: int) -> list[Line]:
 # ------------------------------------------------------------------ status
 
 
-STATE_LABELS = {
-    "connecting": "connecting",
-    "connected": "connected",
-    "reconnecting": "reconnecting",
-    "auth_failed": "authentication failed",
+STATE_LABELS: dict[str, str] = {
+    ConnectionState.CONNECTING: "connecting",
+    ConnectionState.CONNECTED: "connected",
+    ConnectionState.RECONNECTING: "reconnecting",
+    ConnectionState.AUTH_FAILED: "authentication failed",
+    ConnectionState.CLOSED: "closed",
 }
 
 
@@ -313,6 +322,7 @@ def status_line(
     state: str,
     tabs: list[Tab],
     more: bool = False,
+    queued: int = 0,
 ) -> Line:
     """The status line, fitted to ``width``: what matters most survives narrow screens.
 
@@ -320,7 +330,9 @@ def status_line(
     windows without activity, then the numbers, then the nick; the current
     window and the connection state stay.
     """
-    label = STATE_LABELS.get(state, state)
+    label = STATE_LABELS.get(state, state)  # StrEnum keys: a plain string finds them too
+    if queued:  # typed but not yet acknowledged: visible while the broker is away
+        label += f" ({queued} queued)"
     state_style = "class:status" if state == "connected" else "class:status.bad"
     who = safe(nick) + (" (away)" if away else "")
 
@@ -519,8 +531,7 @@ class ChatScreen:
         self.submit: Callable[[str], None] = submit or (lambda line: None)
         self.bell = bell
         self.colour = colour
-        self.state = "connecting"
-        self._was_connected = False
+        self.state = ConnectionState.CONNECTING
         self.windows: dict[str, ChatWindow] = {}
         self._dms: list[str] = []  # DM window keys, in the order they opened
         self._views: dict[str, Window] = {}
@@ -579,6 +590,9 @@ class ChatScreen:
             self._count(win, current, event)
             if isinstance(event, Chat) and event.mention and not event.history:
                 self._ring()
+        elif isinstance(event, RoomListing):
+            for line in event.plain().split("\n"):  # one screen line per room
+                current.add(Info(line.removeprefix("-- ")))
         elif isinstance(event, DirectLine):
             peer = event.to if event.outgoing else event.sender
             win = self._window("@" + nick_key(peer), "@" + peer, dm=True)
@@ -589,20 +603,13 @@ class ChatScreen:
                 self._ring()
         else:
             if isinstance(event, StateChange):
-                self._set_state(event.state)
+                self.state = event.state
             if isinstance(event, Problem) or (
                 isinstance(event, StateChange) and event.state == "auth_failed"
             ):
                 self.problems = [*self.problems[-2:], event]
             current.add(event)
         self.app.invalidate()
-
-    def _set_state(self, state: str) -> None:
-        if state == "connected":
-            self._was_connected = True
-        elif state == "connecting" and self._was_connected:
-            state = "reconnecting"  # a new attempt after a loss: still reconnecting
-        self.state = state
 
     def _count(self, win: ChatWindow, current: ChatWindow, event: Chat | RoomNotice) -> None:
         """Unread lines: messages (not notices, not history, not ours) in other windows."""
@@ -741,6 +748,7 @@ class ChatScreen:
             self.state,
             self.tabs(),
             more=not win.follow,
+            queued=0 if self.state == ConnectionState.CONNECTED else len(self.core.outbox),
         )
 
     # ----------------------------------------------------------------- input
