@@ -29,7 +29,7 @@ from zchat.protocol import (
 )
 from zchat.protocol import messages as m
 from zchat.protocol.rules import MAX_BODY_BYTES, MAX_NICK_CHARS, MAX_TEXT_BYTES, MAX_TOPIC_CHARS
-from zchat.store import MemoryStore, Store
+from zchat.store import MemoryStore, Store, StoreUnavailable
 
 PUB = "tcp://*:5556"
 T0 = 1_700_000_000.0
@@ -1399,3 +1399,77 @@ def test_a_bare_topic_in_the_store_is_read_as_the_topic(h: Harness) -> None:
     h.store.set_state("#dev", b"plain old topic")
     h.hello(A, "alice")
     assert h.join(A, "dev").topic == "plain old topic"
+
+
+# ------------------------------------------------------ §6.4 a failing store
+
+
+def test_while_the_store_fails_writes_are_refused_and_reads_served(h: Harness) -> None:
+    """§6.4, §7: store_unavailable with a retry-after for every write; reads, pings,
+    resumes and beats go on; nobody expires; writes are taken again on recovery."""
+    h.hello(A, "alice")
+    h.join(A, "dev")
+    h.say(A, "dev", "before")
+    h.hello(B, "bob")
+    shows = Out(h.core.store_failed(h.now, "database or disk is full")).shows
+    assert shows == ["! store failing, refusing writes until it recovers: database or disk is full"]
+    assert h.core.store_failed(h.now, "again") == []  # one line per episode
+    for msg in (
+        m.Say(h.rid(), "dev", "id-1", "during"),
+        m.Tell(h.rid(), "bob", "id-2", "psst"),
+        m.Join(h.rid(), "ops"),
+        m.Leave(h.rid(), "dev"),
+        m.Nick(h.rid(), "alicia"),
+        m.Topic(h.rid(), "dev", "new topic"),
+        m.Seen(h.rid(), 1),
+        m.Bye(h.rid()),
+    ):
+        err = h.send(A, msg).expect(m.Error)
+        assert err.code == "store_unavailable" and err.retry_after > 0, msg
+    assert h.req(C, m.Hello, "carol").error == "store_unavailable"  # a new session may write
+    assert h.who(A, "dev") == ["alice"]
+    assert [e.text for e in h.req(A, m.History, "dev").expect(m.Events).events][-1] == "before"
+    assert h.req(A, m.Ping).expect(m.Pong)
+    assert h.req(A, m.Topic, "dev").expect(m.TopicIs)
+    # Timers: beats go on, nobody expires while a leave cannot be stored.
+    out = h.tick(h.now + 60)
+    assert [type(b) for b in out.published] == [m.Beat]
+    assert h.core.clients == 2
+    assert h.core.next_deadline() <= h.core.store_retry_at
+    # Recovered: writes are taken again, and expiry resumes.
+    assert Out(h.core.store_recovered(h.now)).shows[0].startswith("* store writing again")
+    assert h.say(A, "dev", "after").expect(m.Ack).seq == 3
+
+
+def test_a_resume_is_served_while_the_store_fails(h: Harness) -> None:
+    w = h.hello(A, "alice")
+    h.core.store_failed(h.now, "full")
+    back = h.hello(B, "alice", resume=w.session)
+    assert back.resumed and back.session == w.session
+
+
+def test_a_write_that_fails_under_a_request_refuses_it_and_stops_writes() -> None:
+    """A StoreUnavailable raised by the store mid-request becomes that request's
+    store_unavailable error, with one line for the operator; writes stop."""
+
+    class Full(MemoryStore):
+        full = False
+
+        def append(self, log: str, msg_id: str, sender: str, body: bytes) -> Any:
+            if self.full:
+                raise StoreUnavailable("store x: database or disk is full")
+            return super().append(log, msg_id, sender, body)
+
+    store = Full()
+    h = Harness(store=store)
+    h.hello(A, "alice")
+    h.join(A, "dev")
+    store.full = True
+    out = h.say(A, "dev", "lost?")
+    assert out.error == "store_unavailable"
+    assert out.events == [] and not any("lost?" in line for line in out.shows)
+    assert any("store failing" in line for line in out.shows)
+    assert h.core.store_down
+    store.full = False
+    h.core.store_recovered(h.now)
+    assert h.say(A, "dev", "kept", id="k1").expect(m.Ack).seq == 2

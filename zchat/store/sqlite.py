@@ -174,6 +174,9 @@ class SQLiteStore(Store):
         self._writes = []
         try:
             yield
+        except StoreUnavailable:
+            self._failed = self._failed or "cannot write"
+            self._commit()  # keeps what was written pending, and raises
         except BaseException:
             self._rollback()
             self._last.clear()  # cached positions may name rolled-back rows
@@ -198,7 +201,9 @@ class SQLiteStore(Store):
             except sqlite3.Error as exc:
                 why = _why(exc)
         self._rollback()
-        self._pending, self._failed = self._writes, ""
+        if self._writes:  # (with writes pending already, every write was refused)
+            self._pending = self._writes
+        self._failed = ""
         raise StoreUnavailable(f"store {self.path}: {why}")
 
     def _rollback(self) -> None:
