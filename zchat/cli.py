@@ -29,7 +29,8 @@ def _load(cls: Any, path: str | None, flags: dict[str, Any]) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Wide enough that `zchat --help` lists each command's first sentence whole.
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.version_option(__version__, prog_name="zchat")
 def main() -> None:
     """zchat: real-time chat rooms and direct messages over ZeroMQ.
@@ -59,7 +60,14 @@ def main() -> None:
 @click.option("--metrics", help="Serve Prometheus metrics on HOST:PORT [off].")
 def broker(config_file: str | None, **flags: Any) -> None:
     """Run the broker: it relays rooms and direct messages and shows the traffic."""
-    cfg: BrokerConfig = _load(BrokerConfig, config_file, flags)
+    import dataclasses
+
+    from zchat.config import explain
+
+    try:
+        cfg, sources = explain(BrokerConfig, config_file, flags)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     import zmq
 
     from zchat.broker.server import BrokerServer, is_local
@@ -72,11 +80,15 @@ def broker(config_file: str | None, **flags: Any) -> None:
         raise click.ClickException(str(exc)) from None
     room = _open_files_for(cfg.max_clients)
     if room < cfg.max_clients:
-        click.echo(
-            f"warning: the open-file limit allows about {room} clients, not max_clients = "
-            f"{cfg.max_clients}: raise it (ulimit -n, LimitNOFILE=) or lower max_clients",
-            err=True,
-        )
+        if sources["max_clients"] != "default":
+            click.echo(
+                f"warning: the open-file limit allows about {room} clients, not max_clients = "
+                f"{cfg.max_clients}: raise it (ulimit -n, LimitNOFILE=) or lower max_clients",
+                err=True,
+            )
+        # Past the limit a client would cost the broker failed accepts; refusing
+        # it with "full" is the honest answer (docs/deploy.md).
+        cfg = dataclasses.replace(cfg, max_clients=room)
     try:
         server = BrokerServer(cfg, store)
     except zmq.ZMQError as exc:
@@ -129,7 +141,10 @@ def broker(config_file: str | None, **flags: Any) -> None:
 @_config_option
 @click.option("--connect", help="Broker endpoint [tcp://127.0.0.1:5555].")
 @click.option("--nick", help="Your nick [your login name].")
-@click.option("--room", help="Room to join first [lobby].")
+@click.option(
+    "--room",
+    help="Room to join first [lobby; piped input that starts with /join joins only that].",
+)
 @click.option("--history", type=int, help="Messages of history shown on join [20].")
 @click.option("--plain", is_flag=True, default=None, help="One line per event, no prompt.")
 @click.option(
@@ -138,12 +153,24 @@ def broker(config_file: str | None, **flags: Any) -> None:
 @click.option(
     "--json", "json_mode", is_flag=True, help="One JSON object per event (implies --plain)."
 )
-def client(config_file: str | None, json_mode: bool, **flags: Any) -> None:
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False),
+    help="Also write each room and DM conversation to DIR/ROOM.log, DIR/@NICK.log.",
+)
+def client(config_file: str | None, json_mode: bool, log_dir: str | None, **flags: Any) -> None:
     """Chat: type to talk in the current room, /help for commands, exit to leave."""
-    cfg: ClientConfig = _load(ClientConfig, config_file, flags)
+    from zchat.config import explain
+
+    try:
+        cfg, sources = explain(ClientConfig, config_file, flags)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    _client_keys(cfg)  # a missing or unreadable key file stops here, named
     from zchat.client.app import run
 
-    sys.exit(run(cfg, json_mode, _client_keys(cfg)))
+    explicit = sources["room"] != "default"
+    sys.exit(run(cfg, json_mode, explicit_room=explicit, log_dir=log_dir))
 
 
 def _open_files_for(clients: int) -> int:
@@ -154,6 +181,15 @@ def _open_files_for(clients: int) -> int:
     spare = 64  # the store, the wake-up pipe, libzmq's own descriptors
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = 2 * clients + spare
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        # As root the hard limit may be raised too, up to the kernel's fs.nr_open.
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                ceiling = int(f.read())
+            hard = min(wanted, ceiling)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        except (OSError, ValueError):
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         try:
@@ -174,6 +210,23 @@ def _client_keys(cfg: ClientConfig) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
+#: Exit code when the broker refuses this client's CURVE setup (as ``zchat client``).
+AUTH_FAILED = 3
+
+
+class _AuthFailed(click.ClickException):
+    exit_code = AUTH_FAILED
+
+
+def _chat_error(exc: Exception) -> click.ClickException:
+    """A ChatError as the one line a command stops with (exit 3 for authentication)."""
+    from zchat.client.api import AuthFailed
+
+    if isinstance(exc, AuthFailed):
+        return _AuthFailed(f"authentication failed: {exc.text}")
+    return click.ClickException(getattr(exc, "text", str(exc)))
+
+
 @main.command()
 @_config_option
 @click.option("--connect", help="Broker endpoint [tcp://127.0.0.1:5555].")
@@ -182,19 +235,34 @@ def _client_keys(cfg: ClientConfig) -> Any:
 @click.option("--timeout", "wait", type=float, help="Seconds to wait for the broker [10].")
 @click.argument("text", required=False)
 def send(config_file: str | None, text: str | None, **flags: Any) -> None:
-    """Say TEXT (or each line of stdin) in a room and exit once it is stored."""
+    """Say TEXT (or each line of stdin) in a room and exit once it is stored.
+
+    A line the rules refuse is skipped and the rest sent; the command then
+    exits 1 naming the first one. Exits 3 when the broker refuses the keys.
+    """
     cfg: ClientConfig = _load(ClientConfig, config_file, flags)
     nick = cfg.nick
     if flags.get("nick") is None and nick == default_nick():
         nick = nick[:27] + "-send"  # so a script never collides with its user's client
-    from zchat.client.oneshot import SendError
-    from zchat.client.oneshot import send as send_lines
+    _client_keys(cfg)
+    import asyncio
+
+    from zchat.client.api import ChatError, send_lines
 
     texts = [text] if text is not None else [line.rstrip("\r\n") for line in sys.stdin]
     try:
-        send_lines(cfg.connect, nick, cfg.room, texts, cfg.wait, _client_keys(cfg))
-    except SendError as exc:
-        raise click.ClickException(str(exc)) from None
+        report = asyncio.run(
+            send_lines(cfg.connect, nick, cfg.room, texts, curve_key=cfg.curve_key or None,
+                       curve_server_key=cfg.curve_server_key or None, timeout=cfg.wait)
+        )  # fmt: skip
+    except ChatError as exc:
+        raise _chat_error(exc) from None
+    if report.refused:
+        number, error = report.refused[0]
+        raise click.ClickException(
+            f"{len(report.refused)} not sent (line {number}: {error.text}); "
+            f"{len(report.seqs)} sent"
+        )
 
 
 @main.command()
@@ -205,19 +273,29 @@ def send(config_file: str | None, text: str | None, **flags: Any) -> None:
 def stats(config_file: str | None, json_mode: bool, **flags: Any) -> None:
     """Show a running broker's clients, rooms and traffic counters."""
     cfg: ClientConfig = _load(ClientConfig, config_file, flags)
-    from zchat.client.oneshot import SendError
-    from zchat.client.oneshot import stats as ask_stats
+    _client_keys(cfg)
+    from zchat.client.api import ChatError
+    from zchat.client.api import stats as ask_stats
 
     try:
-        reply = ask_stats(cfg.connect, cfg.wait, _client_keys(cfg))
-    except SendError as exc:
-        raise click.ClickException(str(exc)) from None
-    uptime = max(0.0, reply.time - reply.started)
+        reply = ask_stats(
+            cfg.connect,
+            curve_key=cfg.curve_key or None,
+            curve_server_key=cfg.curve_server_key or None,
+            timeout=cfg.wait,
+        )
+    except ChatError as exc:
+        raise _chat_error(exc) from None
+    uptime = reply.uptime
     if json_mode:
         import json
 
-        data = {"uptime": uptime, "clients": reply.clients, "rooms": reply.rooms}
-        data.update({c.name: c.value for c in reply.counters})
+        data: dict[str, float | int] = {
+            "uptime": round(uptime, 1),
+            "clients": reply.clients,
+            "rooms": reply.rooms,
+        }
+        data.update(reply.counters)
         click.echo(json.dumps(data))
         return
     hours, rest = divmod(int(uptime), 3600)
@@ -225,8 +303,8 @@ def stats(config_file: str | None, json_mode: bool, **flags: Any) -> None:
         f"broker at {cfg.connect}: up {hours}h{rest // 60:02d}m{rest % 60:02d}s, "
         f"{reply.clients} clients, {reply.rooms} rooms"
     )
-    for c in reply.counters:
-        click.echo(f"  {c.name:<11} {c.value}")
+    for name, value in reply.counters.items():
+        click.echo(f"  {name:<11} {value}")
 
 
 @main.command()

@@ -148,12 +148,36 @@ def test_unknown_key_is_refused_with_a_clear_message(
     curve_broker.wait_for(r"! refused .*unknown key")
 
 
+def test_handshakes_without_keys_are_logged_once_not_per_try(curve_broker: Broker) -> None:
+    """A keyless peer retries its handshake every reconnect interval: the broker
+    says once that it refused a client without keys, and keeps serving."""
+    ctx = zmq.Context.instance()
+    peers = []
+    try:
+        for _ in range(5):
+            peer = ctx.socket(zmq.DEALER)
+            peer.setsockopt(zmq.LINGER, 0)
+            peer.setsockopt(zmq.RECONNECT_IVL, 20)
+            peer.connect(curve_broker.endpoint)
+            peer.send_multipart([b"x", b"y", b"z"], zmq.NOBLOCK)
+            peers.append(peer)
+        curve_broker.wait_for(r"! refused a client without CURVE keys$")
+        # Dozens of retries (every 20 ms, from 5 peers) later, still one line:
+        # the next may come after 10 s. Absence can only be read over a while.
+        curve_broker.drain(1.0)
+        assert curve_broker.count(r"refused a client without CURVE keys") == 1
+    finally:
+        for peer in peers:
+            peer.close(linger=0)
+
+
 def test_wrong_broker_key_is_a_clear_error(
     curve_broker: Broker, keys: Path, procs: list[Proc]
 ) -> None:
     lost = curve_client(procs, keys, curve_broker.endpoint, "alice", "alice", server="bob")
     lost.wait_for(r"authentication failed: the handshake failed: wrong broker key")
     assert lost.wait_exit() == 3
+    curve_broker.wait_for(r"! refused a client with the wrong broker key")
 
 
 def test_allow_list_is_reloaded_without_restart(

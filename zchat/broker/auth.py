@@ -67,7 +67,7 @@ class KeyRing:
 
 
 def zap_reply(frames: Sequence[bytes], ring: KeyRing) -> tuple[list[bytes], str]:
-    """The reply to one ZAP request, and a line for the operator.
+    """The reply to one ZAP request, and what was refused ("" if nothing).
 
     ``frames`` is what the ZAP ROUTER received: routing envelope, empty
     delimiter, then version, request id, domain, address, identity,
@@ -77,10 +77,10 @@ def zap_reply(frames: Sequence[bytes], ring: KeyRing) -> tuple[list[bytes], str]
     try:
         split = list(frames).index(b"")
     except ValueError:
-        return [], "! ZAP request without a delimiter"
+        return [], "a ZAP request without a delimiter"
     head, body = list(frames[: split + 1]), list(frames[split + 1 :])
     if len(body) < 6:
-        return [], "! short ZAP request"
+        return [], "a short ZAP request"
     version, request_id, domain, address, _identity, mechanism, *creds = body
 
     def answer(code: bytes, text: bytes, user: bytes = b"") -> list[bytes]:
@@ -88,8 +88,41 @@ def zap_reply(frames: Sequence[bytes], ring: KeyRing) -> tuple[list[bytes], str]
 
     where = address.decode("ascii", "replace")
     if version != b"1.0" or domain != DOMAIN or mechanism != b"CURVE" or len(creds) != 1:
-        return answer(b"400", b"not a zchat CURVE client"), f"! refused {where}: not CURVE"
+        return answer(b"400", b"not a zchat CURVE client"), f"{where}: not CURVE"
     public = z85.encode(creds[0])
     if not ring.allows(public):
-        return answer(b"400", b"unknown key"), f"! refused {where}: unknown key {public.decode()}"
+        return answer(b"400", b"unknown key"), f"{where}: unknown key {public.decode()}"
     return answer(b"200", b"OK", public), ""
+
+
+#: Handshake failures the broker's monitor reports, as the operator reads them.
+HANDSHAKE_FAILURES = {
+    int(zmq.Event.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "a client without CURVE keys",
+    int(zmq.Event.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC): "a client with the wrong broker key",
+}
+
+
+class RefusalLog:
+    """One line per kind of refused handshake per ``every`` seconds, with a count.
+
+    A client without keys retries its handshake every reconnect interval, and a
+    hostile one as fast as it likes: the log says so once, not once per try.
+    """
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def note(self, what: str, now: float) -> str:
+        """The line to show for one refusal of ``what``, or "" to stay quiet."""
+        last = self._last.get(what)
+        if last is not None and now - last < self.every:
+            self._quiet[what] = self._quiet.get(what, 0) + 1
+            return ""
+        if len(self._last) > 1000:  # bounded, whatever peers send
+            self._last.clear()
+            self._quiet.clear()
+        self._last[what] = now
+        more = self._quiet.pop(what, 0)
+        return f"! refused {what}" + (f" ({more} more since)" if more else "")

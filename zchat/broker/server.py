@@ -20,8 +20,9 @@ from types import FrameType
 from typing import TextIO, cast
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from zchat.broker.auth import DOMAIN, KeyRing, zap_reply
+from zchat.broker.auth import DOMAIN, HANDSHAKE_FAILURES, KeyRing, RefusalLog, zap_reply
 from zchat.broker.core import BrokerCore, CoreConfig, Effect, Limits, Publish, Send
 from zchat.broker.display import Display
 from zchat.clock import steady_wall_clock
@@ -139,6 +140,8 @@ class BrokerServer:
         self.router = self.ctx.socket(zmq.ROUTER)
         self.xpub = self.ctx.socket(zmq.XPUB)
         self.zap: zmq.Socket[bytes] | None = None
+        self.monitor: zmq.Socket[bytes] | None = None
+        self.refusals = RefusalLog()
         self._stopping = False
         #: Why the broker cannot go on (the store is lost); None while it can.
         self.failure: str | None = None
@@ -158,6 +161,10 @@ class BrokerServer:
                     sock.curve_publickey = public
                     sock.curve_secretkey = secret
                     sock.zap_domain = DOMAIN
+                # Handshakes that never reach ZAP (no keys, the wrong broker
+                # key) show only here; every client talks to the ROUTER first.
+                self.monitor = self.router.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+                self.monitor.setsockopt(zmq.LINGER, 0)
             # Options first: they only apply to later bind() calls.
             for sock in (self.router, self.xpub):
                 sock.setsockopt(zmq.LINGER, 0)
@@ -215,8 +222,9 @@ class BrokerServer:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.xpub, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
-        if self.zap is not None:
-            poller.register(self.zap, zmq.POLLIN)
+        for extra in (self.zap, self.monitor):
+            if extra is not None:
+                poller.register(extra, zmq.POLLIN)
         try:
             self._tick()
             while not self._stopping:
@@ -228,6 +236,8 @@ class BrokerServer:
                     self._drain_xpub()
                 if self.zap is not None and self.zap in ready:
                     self._answer_zap()
+                if self.monitor is not None and self.monitor in ready:
+                    self._read_monitor()
                 if wake_r.fileno() in ready:
                     _drain_fd(wake_r)
                 self._tick()
@@ -344,10 +354,21 @@ class BrokerServer:
                 request = self.zap.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            reply, line = zap_reply(request, self.keyring)
+            reply, refused = zap_reply(request, self.keyring)
             if reply:
                 self.zap.send_multipart(reply)
-            if line:
+            if refused and (line := self.refusals.note(refused, self.clock())):
+                self._show(line)
+
+    def _read_monitor(self) -> None:
+        assert self.monitor is not None
+        for _ in range(BATCH):
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            what = HANDSHAKE_FAILURES.get(int(event["value"]), f"a handshake ({event['value']})")
+            if line := self.refusals.note(what, self.clock()):
                 self._show(line)
 
     def _drain_xpub(self) -> None:
@@ -394,6 +415,9 @@ class BrokerServer:
         self.display.show([line])
 
     def close(self) -> None:
+        if self.monitor is not None:
+            self.router.disable_monitor()
+            self.monitor.close(linger=0)
         if self.zap is not None:
             self.zap.close(linger=0)
         self.router.close(linger=0)
