@@ -396,3 +396,19 @@ def test_binding_beyond_loopback_without_curve_warns(tmp_path: Path, procs: list
     )
     procs.append(b)
     b.wait_for(r"warning: listening beyond this host without CURVE")
+
+
+def test_a_routing_id_reserved_for_doors_is_refused(
+    broker: Broker, zctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """A ZeroMQ peer that chooses an id in the doors' space (broker/doors.py) is
+    dropped with a log line: it can never act as an IRC or web user."""
+    poser = zctx.socket(zmq.DEALER)
+    poser.setsockopt(zmq.LINGER, 0)
+    poser.setsockopt(zmq.ROUTING_ID, b"\xffirc:1")
+    poser.connect(broker.endpoint)
+    poser.send_multipart(encode(m.Hello(1, "poser")))
+    broker.wait_for(r"! dropped a request from ff6972633a31: id reserved for doors")
+    assert not poser.poll(200)
+    honest, welcome = raw_session(zctx, broker.endpoint, "poser")  # the nick was never taken
+    assert welcome.nick == "poser"

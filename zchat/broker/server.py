@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TextIO, cast
 
@@ -25,6 +25,7 @@ from zmq.utils.monitor import recv_monitor_message
 from zchat.broker.auth import DOMAIN, HANDSHAKE_FAILURES, KeyRing, RefusalLog, zap_reply
 from zchat.broker.core import BrokerCore, CoreConfig, Effect, Limits, Publish, Send
 from zchat.broker.display import Display
+from zchat.broker.doors import DOOR_MARK, Door, DoorRequest
 from zchat.clock import steady_wall_clock
 from zchat.config import BrokerConfig
 from zchat.keys import load_secret
@@ -124,9 +125,12 @@ class BrokerServer:
         store: Store,
         out: TextIO | None = None,
         clock: Callable[[], float] | None = None,
+        doors: Sequence[Door] = (),
     ) -> None:
         """Bind everything; raises zmq.ZMQError (bind) or KeyFileError (CURVE keys)."""
         self.store = store
+        self.doors = list(doors)
+        self._door_of = {door.prefix: door for door in self.doors}
         level = "warning" if config.quiet else config.log_level
         self.clock = clock = clock or steady_wall_clock()
         self.display = Display(out or sys.stdout, config.log_format, level, clock)
@@ -225,10 +229,16 @@ class BrokerServer:
         for extra in (self.zap, self.monitor):
             if extra is not None:
                 poller.register(extra, zmq.POLLIN)
+        doors = {door.fileno(): door for door in self.doors}
+        for fd in doors:
+            poller.register(fd, zmq.POLLIN)
         try:
             self._tick()
             while not self._stopping:
-                wait = max(0.0, self.core.next_deadline() - self.clock())
+                deadline = min(
+                    [self.core.next_deadline(), *(d.next_deadline() for d in doors.values())]
+                )
+                wait = min(3600.0, max(0.0, deadline - self.clock()))
                 ready = dict(poller.poll(int(wait * 1000) + 1))
                 if self.router in ready:
                     self._drain_router()
@@ -240,6 +250,9 @@ class BrokerServer:
                     self._read_monitor()
                 if wake_r.fileno() in ready:
                     _drain_fd(wake_r)
+                for fd, door in doors.items():
+                    if fd in ready:
+                        self._run_requests(door.service(self.clock()))
                 self._tick()
             self._carry_out(self.core.shutdown(self.failure or "broker stopped"))
         finally:
@@ -268,6 +281,17 @@ class BrokerServer:
         self._carry_out(effects)
         # Expiries write leave events: one batch, held like any other if it fails.
         self._transact([lambda: self.core.tick(self.clock())])
+        for door in self.doors:
+            if now >= door.next_deadline():
+                self._run_requests(door.tick(now))
+
+    def _run_requests(self, requests: list[DoorRequest]) -> None:
+        """Requests from a door's users, through the core like the ROUTER's."""
+        if requests:
+            handle, now = self.core.handle, self.clock()
+            self._transact(
+                [functools.partial(handle, r.peer, r.frames, now, r.user) for r in requests]
+            )
 
     def _transact(self, steps: list[Callable[[], list[Effect]]]) -> None:
         """Run ``steps`` in one store transaction, then carry out their effects.
@@ -334,6 +358,12 @@ class BrokerServer:
                 self._drop_long_request(frames[0])
                 return None
             frames.append(router.recv())
+        if frames[0][:1] == DOOR_MARK:
+            # A peer-chosen routing id posing as a door's user (doors.py).
+            self.core.counters.requests += 1
+            self.core.counters.malformed += 1
+            self._show(f"! dropped a request from {frames[0].hex()}: id reserved for doors")
+            return None
         return frames[0], frames[1:], user
 
     def _drop_long_request(self, peer: bytes) -> None:
@@ -388,12 +418,25 @@ class BrokerServer:
             if isinstance(fx, Publish):
                 _send_frames(self.xpub, encode(fx.msg), 0)
                 self.core.counters.published += 1
+                for door in self.doors:
+                    door.broadcast(fx.msg)
             elif isinstance(fx, Send):
-                self._send(fx)
+                if fx.peer[:1] == DOOR_MARK:
+                    self._deliver_to_door(fx)
+                else:
+                    self._send(fx)
             else:
                 lines.append(fx.line)
         if lines:
             self.display.show(lines)
+
+    def _deliver_to_door(self, fx: Send) -> None:
+        for prefix, door in self._door_of.items():
+            if fx.peer.startswith(prefix):
+                door.deliver(fx.peer, fx.msg)
+                self.core.counters.replies += 1
+                return
+        self.core.counters.dropped += 1
 
     def _send(self, fx: Send) -> None:
         try:
@@ -415,6 +458,8 @@ class BrokerServer:
         self.display.show([line])
 
     def close(self) -> None:
+        for door in self.doors:
+            door.close()
         if self.monitor is not None:
             self.router.disable_monitor()
             self.monitor.close(linger=0)
