@@ -58,6 +58,8 @@ def main() -> None:
     help="info shows the traffic; warning only problems [info].",
 )
 @click.option("--metrics", help="Serve Prometheus metrics on HOST:PORT [off].")
+@click.option("--irc", help="Let IRC clients in on HOST:PORT [off].")
+@click.option("--web", help="Serve the web chat page on HOST:PORT [off].")
 def broker(config_file: str | None, **flags: Any) -> None:
     """Run the broker: it relays rooms and direct messages and shows the traffic."""
     import dataclasses
@@ -89,12 +91,23 @@ def broker(config_file: str | None, **flags: Any) -> None:
         # Past the limit a client would cost the broker failed accepts; refusing
         # it with "full" is the honest answer (docs/deploy.md).
         cfg = dataclasses.replace(cfg, max_clients=room)
+    from zchat.broker.doors import DoorError, open_doors
+
     try:
-        server = BrokerServer(cfg, store)
+        doors = open_doors(cfg)
+    except DoorError as exc:
+        store.close()
+        raise click.ClickException(str(exc)) from None
+    try:
+        server = BrokerServer(cfg, store, doors=doors)
     except zmq.ZMQError as exc:
+        for door in doors:
+            door.close()
         store.close()
         raise click.ClickException(f"cannot bind {cfg.bind} / {cfg.pub or 'auto'}: {exc}") from None
     except KeyFileError as exc:
+        for door in doors:
+            door.close()
         store.close()
         raise click.ClickException(str(exc)) from None
     security = "CURVE" if server.curve else "no encryption"
@@ -107,6 +120,8 @@ def broker(config_file: str | None, **flags: Any) -> None:
         f"zchat broker {__version__}: clients connect to {server.endpoint}, "
         f"broadcast on {server.pub_endpoint}, store {cfg.store} ({security})",
     )
+    for door in doors:
+        click.echo(door.describe())
     if not server.curve and not (is_local(server.endpoint) and is_local(server.pub_endpoint)):
         click.echo(
             "warning: listening beyond this host without CURVE: anyone who can reach these "

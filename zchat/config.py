@@ -130,6 +130,14 @@ class BrokerConfig:
     log_format: str = "text"  # text or json
     log_level: str = "info"  # debug, info (the traffic), warning, error
     metrics: str = ""  # host:port for a Prometheus /metrics endpoint; "" for none
+    # Doors (docs/irc.md, docs/web.md): IRC clients and browsers as broker sessions.
+    irc: str = ""  # host:port for IRC clients; "" for none
+    irc_tls_cert: str = ""  # PEM certificate chain: the IRC door speaks TLS
+    irc_tls_key: str = ""
+    web: str = ""  # host:port for the web page and its WebSocket; "" for none
+    web_tls_cert: str = ""  # PEM certificate chain: the web door speaks HTTPS
+    web_tls_key: str = ""
+    accounts: str = ""  # password file (zchat passwd) for IRC and web logins
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "log_format": lambda v: _one_of(v, ("text", "json")),
     "log_level": lambda v: _one_of(v, ("debug", "info", "warning", "error")),
     "metrics": lambda v: v and _host_port(v),
+    "irc": lambda v: v and _host_port(v),
+    "web": lambda v: v and _host_port(v),
     "burst": _count,
     "admins": lambda nicks: tuple(_protocol_check(check_nick)(n) for n in nicks),
     "history": _history,

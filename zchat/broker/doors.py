@@ -23,9 +23,14 @@ door's user.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from zchat.protocol import messages as m
+
+if TYPE_CHECKING:
+    from zchat.config import BrokerConfig
 
 #: The first byte of every door peer id; never a routing id the ROUTER accepts.
 DOOR_MARK = b"\xff"
@@ -40,11 +45,17 @@ class DoorRequest:
     user: str = ""  # what the user authenticated as ("account:NAME"), or ""
 
 
+class DoorError(Exception):
+    """A door cannot open (address, port in use, TLS files): one line for the operator."""
+
+
 class Door(abc.ABC):
     """One listening socket and its connections, served in the broker's loop."""
 
     #: Every peer id this door makes up starts with this (``DOOR_MARK`` first).
     prefix: bytes
+    #: Where the door's lines for the operator go; the server sets it.
+    show: Callable[[str], None] = staticmethod(lambda line: None)
 
     @abc.abstractmethod
     def fileno(self) -> int:
@@ -71,8 +82,27 @@ class Door(abc.ABC):
         return float("inf")
 
     def describe(self) -> str:
-        """Where it listens, for the broker's first line."""
+        """Where it listens, and how (TLS or not), for the operator at start."""
         return type(self).__name__
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Close every connection and the listening socket."""
+
+
+def open_doors(config: BrokerConfig) -> list[Door]:
+    """The doors the configuration asks for, listening; DoorError if one cannot."""
+    doors: list[Door] = []
+    try:
+        if config.irc:
+            from zchat.irc.door import open_door as open_irc
+
+            doors.append(open_irc(config))
+        if config.web:
+            from zchat.web.door import open_door as open_web
+
+            doors.append(open_web(config))
+    except BaseException:
+        for door in doors:
+            door.close()
+        raise
+    return doors

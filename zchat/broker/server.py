@@ -134,6 +134,8 @@ class BrokerServer:
         level = "warning" if config.quiet else config.log_level
         self.clock = clock = clock or steady_wall_clock()
         self.display = Display(out or sys.stdout, config.log_format, level, clock)
+        for door in self.doors:
+            door.show = self._show
         self.curve = bool(config.curve_secret_key)
         # Key files first: a typo must not leave half-bound sockets behind.
         if self.curve:

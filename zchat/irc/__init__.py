@@ -1,0 +1,1 @@
+"""The IRC door (zchat/broker/doors.py)."""

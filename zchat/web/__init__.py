@@ -1,0 +1,1 @@
+"""The web door (zchat/broker/doors.py)."""
