@@ -263,7 +263,7 @@ def _importtime(limit: int = 12) -> str:
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import zchat.cli, zchat.client.oneshot"],
+        [sys.executable, "-X", "importtime", "-c", "import zchat.cli, zchat.client.api"],
         capture_output=True, text=True, timeout=60, cwd=REPO,
     )  # fmt: skip
     rows = []

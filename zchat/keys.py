@@ -25,7 +25,7 @@ class ClientKeys:
             return None
         if not key_file or not server_key:
             raise KeyFileError("CURVE needs both curve_key and curve_server_key")
-        public, secret = load_secret(key_file)
+        public, secret = load_secret(key_file, "client's secret key file, curve_key")
         return cls(public, secret, load_public(server_key))
 
     def apply(self, sock: zmq.Socket[Any]) -> None:
@@ -43,17 +43,58 @@ HANDSHAKE_FAILURES = {
     ),
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the handshake failed: the broker speaks no CURVE",
 }
+#: Every monitor event a client watches on its DEALER.
+MONITORED = (
+    sum(HANDSHAKE_FAILURES)
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+)
+NEEDS_CURVE = "the broker requires CURVE: set curve_key and curve_server_key"
+
+
+def handshake_failure(event: int, value: int, curve: bool) -> str | None:
+    """What a failed handshake means for the user, or None if ``event`` is no failure.
+
+    ``curve``: whether this client has keys. A client without keys against a
+    CURVE broker sees a mechanism mismatch: it needs keys, retrying cannot help.
+    """
+    known = HANDSHAKE_FAILURES.get(zmq.Event(event)) if event in set(zmq.Event) else None
+    if known is None:
+        return None
+    if curve:
+        return known
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return NEEDS_CURVE
+        return f"the handshake failed: a protocol error ({value:#x}) on the broker's side"
+    return f"the handshake failed ({zmq.Event(event).name})"
 
 
 class KeyFileError(Exception):
     """A key file is missing or unreadable; str() names the file."""
 
 
-def load_secret(path: str) -> tuple[bytes, bytes]:
+def _readable(path: str, what: str) -> None:
+    """KeyFileError naming ``path`` if it is missing or cannot be read (zmq.auth only
+    says "Invalid certificate file" for both)."""
+    if not os.path.exists(path):
+        raise KeyFileError(f"{path}: no such file (the {what})")
+    if os.path.isdir(path):
+        raise KeyFileError(f"{path}: is a directory, not the {what}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def load_secret(path: str, what: str = "secret key file") -> tuple[bytes, bytes]:
     """(public, secret) from a secret key file, or KeyFileError saying what is wrong."""
     import zmq.auth
 
     path = os.path.expanduser(path)
+    _readable(path, what)
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
@@ -75,6 +116,7 @@ def load_public(path_or_key: str) -> bytes:
     import zmq.auth
 
     path_or_key = os.path.expanduser(path_or_key)
+    _readable(path_or_key, "broker's public key file, curve_server_key")
     try:
         public, _ = zmq.auth.load_certificate(path_or_key)
     except (OSError, ValueError) as exc:

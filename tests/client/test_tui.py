@@ -301,9 +301,11 @@ def test_a_kick_is_shown_in_the_window_the_user_looks_at_next() -> None:
     s = Screen()
     s.core.rooms["ops"] = RoomView("ops")
     s.core.current = "ops"  # the core moved on after removing #dev
-    s.ui.show(Kicked("dev", "by bob: spam", TS))
+    s.ui.show(Kicked("dev", "alice", "by bob: spam", TS))
     shown = [e for e in s.ui.windows["#ops"].events if isinstance(e, Kicked)]
-    assert shown and "you were removed from #dev (by bob: spam)" in shown[0].plain()
+    assert shown[0].plain() == (
+        "!! alice was removed from #dev (by bob: spam): that is you, you are no longer in #dev"
+    )
 
 
 def test_status_line_marks_away_mentions_and_scrollback() -> None:

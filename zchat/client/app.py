@@ -1,10 +1,14 @@
-"""``zchat client``: wires input and output around one Transport, on one asyncio loop.
+"""``zchat client``: wires input and output around one ``Chat`` session (the public
+API of zchat/client/api.py), on one asyncio loop.
 
 Plain mode (stdin not a terminal, ``--plain``, or TERM=dumb): lines in from
 stdin, one line per event out on stdout, flushed at once; at end of input the
-client waits (bounded) until what it sent is acknowledged, then exits.
+client waits (bounded) until what it sent is acknowledged, then exits. Without
+an explicit room it joins the default one at the first line, unless that line
+is a ``/join``: a script that picks its room never lands in #lobby.
 Interactive mode: the full-screen UI of zchat/client/tui.py, on the same loop
-as the Transport; incoming lines never touch the input line.
+as the session; incoming lines never touch the input line.
+``--log-dir``: every room and DM conversation also goes to a transcript file.
 """
 
 from __future__ import annotations
@@ -15,29 +19,115 @@ import selectors
 import signal
 import stat
 import sys
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TextIO
 
+from zchat.client.api import Chat
 from zchat.client.core import ClientCore
-from zchat.client.events import Problem, UiEvent, to_json
-from zchat.client.transport import Transport
+from zchat.client.events import Chat as ChatLine
+from zchat.client.events import DirectLine, Problem, RoomNotice, UiEvent, safe, to_json
 from zchat.config import ClientConfig
-from zchat.keys import ClientKeys
+from zchat.protocol.rules import nick_key
 
 
-def run(config: ClientConfig, json_mode: bool = False, keys: ClientKeys | None = None) -> int:
+def run(
+    config: ClientConfig,
+    json_mode: bool = False,
+    *,
+    explicit_room: bool = True,
+    log_dir: str | None = None,
+) -> int:
     """Run the client until the user leaves; returns the process exit code.
 
-    ``keys``: the CURVE keys, when the config names them (cli loads them).
+    ``explicit_room``: the room was given (flag, environment or file); without
+    it, line mode joins the default room lazily (see the module docstring).
     """
-    core = ClientCore(config.nick, config.room, config.history, quit_wait=config.wait)
+    line_mode = config.plain or json_mode or not interactive_terminal()
+    lazy = line_mode and not explicit_room
+    core = ClientCore(
+        config.nick,
+        None if lazy else config.room,
+        config.history,
+        quit_wait=config.wait,
+        lazy_room=config.room if lazy else None,
+    )
+    transcript = Transcript(Path(log_dir)) if log_dir else None
     try:
-        if config.plain or json_mode or not interactive_terminal():
+        if line_mode:
             show = _line_writer(sys.stdout, json_mode)
-            return asyncio.run(_plain(core, config, show, keys))
-        return asyncio.run(_interactive(core, config, keys))
+            return asyncio.run(_plain(core, config, _logged(show, transcript)))
+        return asyncio.run(_interactive(core, config, transcript))
     except KeyboardInterrupt:
         return 130
+    finally:
+        if transcript is not None:
+            transcript.close()
+
+
+def _session(core: ClientCore, config: ClientConfig, show: Callable[[UiEvent], None]) -> Chat:
+    return Chat(
+        config.connect,
+        nick=config.nick,
+        curve_key=config.curve_key or None,
+        curve_server_key=config.curve_server_key or None,
+        events=False,
+        core=core,
+        on_ui=show,
+    )
+
+
+class Transcript:
+    """``--log-dir``: one file per room (``dev.log``) and per DM peer (``@bob.log``),
+    a dated line per live event. History replayed on join is not logged again."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self._files: dict[str, TextIO] = {}
+
+    def write(self, event: UiEvent) -> None:
+        if isinstance(event, ChatLine | RoomNotice) and not event.history:
+            name, ts = event.room, event.ts
+        elif isinstance(event, DirectLine):
+            name, ts = "@" + nick_key(event.to if event.outgoing else event.sender), event.ts
+        else:
+            return
+        if isinstance(event, ChatLine):
+            who = f"* {safe(event.nick)}" if event.action else f"<{safe(event.nick)}>"
+            body = f"{who} {safe(event.text)}"
+        elif isinstance(event, RoomNotice):
+            body = f"-- {event.what()}"
+        else:
+            who = f"* {safe(event.sender)}" if event.action else f"<{safe(event.sender)}>"
+            body = f"{who} {safe(event.text)}"
+        out = self._files.get(name)
+        if out is None:
+            out = self._files[name] = open(  # noqa: SIM115 - kept open for the session
+                self.folder / f"{name}.log", "a", encoding="utf-8"
+            )
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+        out.write(f"{stamp} {body}\n")
+        out.flush()
+
+    def close(self) -> None:
+        for out in self._files.values():
+            out.close()
+        self._files.clear()
+
+
+def _logged(
+    show: Callable[[UiEvent], None], transcript: Transcript | None
+) -> Callable[[UiEvent], None]:
+    if transcript is None:
+        return show
+
+    def both(event: UiEvent) -> None:
+        show(event)
+        transcript.write(event)
+
+    return both
 
 
 def interactive_terminal(env: Mapping[str, str] = os.environ) -> bool:
@@ -59,16 +149,12 @@ def _line_writer(out: TextIO, json_mode: bool) -> Callable[[UiEvent], None]:
     return write
 
 
-async def _plain(
-    core: ClientCore,
-    config: ClientConfig,
-    show: Callable[[UiEvent], None],
-    keys: ClientKeys | None,
-) -> int:
-    transport = Transport(core, config.connect, show, keys=keys)
-    pump = asyncio.create_task(_pump_stdin(transport))
+async def _plain(core: ClientCore, config: ClientConfig, show: Callable[[UiEvent], None]) -> int:
+    chat = _session(core, config, show)
+    run = chat.begin()
+    pump = asyncio.create_task(_pump_stdin(chat, show))
     try:
-        return await transport.run()
+        return await run
     finally:
         pump.cancel()
 
@@ -89,8 +175,8 @@ def _pollable(fd: int) -> bool:
     return True
 
 
-async def _pump_stdin(transport: Transport) -> None:
-    """Feed stdin to the transport line by line; end of input means /quit."""
+async def _pump_stdin(chat: Chat, show: Callable[[UiEvent], None]) -> None:
+    """Feed stdin to the session line by line; end of input means /quit."""
     loop = asyncio.get_running_loop()
     try:
         if _pollable(sys.stdin.fileno()):
@@ -100,36 +186,38 @@ async def _pump_stdin(transport: Transport) -> None:
                 try:
                     line_bytes = await reader.readline()
                 except ValueError:  # a line over the reader's 1 MiB limit
-                    transport.on_event(Problem("skipped an input line longer than 1 MiB"))
+                    show(Problem("skipped an input line longer than 1 MiB"))
                     continue
                 if not line_bytes:
                     break
-                transport.feed(line_bytes.decode("utf-8", "replace"))
+                chat.command(line_bytes.decode("utf-8", "replace"))
         else:
             # A file or device that never blocks: read it whole.
             for line in sys.stdin:
-                transport.feed(line)
+                chat.command(line)
     finally:
-        transport.feed("/quit")
+        chat.command("/quit")
 
 
-async def _interactive(core: ClientCore, config: ClientConfig, keys: ClientKeys | None) -> int:
-    """The full-screen UI and the Transport, side by side on this one loop."""
+async def _interactive(
+    core: ClientCore, config: ClientConfig, transcript: Transcript | None
+) -> int:
+    """The full-screen UI and the session, side by side on this one loop."""
     from zchat.client.tui import ChatScreen, wants_colour
 
     screen = ChatScreen(core, bell=config.bell, colour=wants_colour(os.environ))
-    transport = Transport(core, config.connect, screen.show, keys=keys)
-    screen.submit = transport.feed
+    chat = _session(core, config, _logged(screen.show, transcript))
+    screen.submit = chat.command
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, transport.feed, "/quit")  # leave properly, then exit
+        loop.add_signal_handler(sig, chat.command, "/quit")  # leave properly, then exit
     ui = asyncio.create_task(screen.run())
-    net = asyncio.create_task(transport.run())
+    net = chat.begin()
     failed: BaseException | None = None
     try:
         await asyncio.wait({ui, net}, return_when=asyncio.FIRST_COMPLETED)
         if not net.done():  # the screen ended first, so it failed: stop the sockets too
-            transport.quit(70)
+            chat.transport.quit(70)
         code = await net
     finally:
         if screen.app.is_running:

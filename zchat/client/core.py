@@ -245,10 +245,15 @@ class ClientCore:
         *,
         rooms: Iterable[str] = (),
         lazy_room: str | None = None,
+        register: bool = True,
     ) -> None:
         """``room``: the room to join first and talk in; ``rooms``: more to join.
         ``lazy_room``: joined at the first typed line unless that line is a /join
-        (a script that joins its own room never lands in the default one)."""
+        (a script that joins its own room never lands in the default one), or
+        at the connection if no line came before.
+        ``register=False``: no HELLO, no session, no heartbeats: only requests
+        that need no session (STATS, §6.10) go out, at once."""
+        self.register = register
         self.nick = nick
         self.history = history
         self.current: str | None = room
@@ -304,8 +309,12 @@ class ClientCore:
         self._later[:0] = [_Later(_builder(p.msg), p.show, p.tag) for p in redo]
         for view in self.rooms.values():
             view.disconnected()
+        text = f"connecting to {endpoint} ..."
+        connecting = Output(StateChange(self.state, text, len(self.outbox)))
+        if not self.register:
+            return [connecting]
         return [
-            Output(StateChange(self.state, f"connecting to {endpoint} ...", len(self.outbox))),
+            connecting,
             self._request(m.Hello(self._next_rid(), self.nick, self.session), now, show=True),
         ]
 
@@ -323,6 +332,8 @@ class ClientCore:
     def tick(self, now: float) -> list[Action]:
         """Heartbeats (§6.7): ping when idle, give up on a silent broker."""
         link = self._link
+        if not self.register:
+            return []  # no session to keep alive; the caller bounds the wait
         if self.quitting and now >= self._quit_by:
             left = len(self.outbox)
             why = f"{left} message(s) were not acknowledged" if left else "no answer to BYE"
@@ -345,6 +356,8 @@ class ClientCore:
 
     def next_deadline(self) -> float:
         link = self._link
+        if not self.register:
+            return link.last_tx + 3600.0
         if self.state != CS.CONNECTED:
             soonest = link.last_tx + self._retry
         else:
@@ -446,6 +459,8 @@ class ClientCore:
         except ProtocolError as exc:
             return self._failed(tag, exc)
         link = self._link
+        if not self.register:
+            return [self._request(msg, now, tag=tag)]
         if self.state != CS.CONNECTED or self._joining() or now < link.hold_until:
             # Keep the order the user typed: after the connection, the joins and
             # any wait the broker asked for.
@@ -879,7 +894,9 @@ class ClientCore:
             if len(self._dm_ids) > 1000:
                 self._dm_ids.popitem(last=False)
             if nick_key(dm.sender) not in self.ignored:
-                line = DirectLine(dm.sender, dm.to, dm.text, dm.ts, dm.action, False, dm.id)
+                line = DirectLine(
+                    dm.sender, dm.to, dm.text, dm.ts, dm.action, False, dm.id, dm.seq
+                )
                 actions.append(Output(line))
         if dm.seq:
             actions.append(self._request(m.Seen(self._next_rid(), dm.seq), now, show=False))
@@ -897,6 +914,13 @@ class ClientCore:
         self.heartbeat, self.timeout = msg.heartbeat, msg.timeout
         self._link.last_beat_rx = now  # BEATs must start within `timeout`, or the SUB is dead
         self._move(CS.CONNECTED)
+        if self._lazy_room is not None:
+            # Connected before any line was typed: nobody is picking a room, so
+            # take the default one (a script's first line is read well before).
+            room, self._lazy_room = self._lazy_room, None
+            if not self.rooms:
+                self.rooms[room] = RoomView(room)
+                self.current = room
         state = StateChange(CS.CONNECTED, f"connected as {msg.nick}", len(self.outbox))
         actions.append(Output(state))
         pub = msg.pub
@@ -1006,7 +1030,7 @@ class ClientCore:
             self._left_at[ev.room] = ev.seq
             if self.current == ev.room:
                 self.current = next(iter(self.rooms), None)
-            kicked = Kicked(ev.room, ev.text, ev.ts, ev.seq)
+            kicked = Kicked(ev.room, ev.nick, ev.text, ev.ts, ev.seq)
             return [Output(kicked), Unsubscribe(m.room_topic(ev.room))]
         view.buffer[ev.seq] = ev
         if not view.joined:

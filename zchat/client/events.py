@@ -117,6 +117,7 @@ class DirectLine:
     action: bool
     outgoing: bool
     id: str = ""  # the message id its sender gave it (§6.6)
+    seq: int = 0  # its place in the recipient's inbox (0: not known, e.g. one we sent)
 
     def plain(self) -> str:
         body = safe(self.text)
@@ -161,15 +162,17 @@ class LeftRoom:
 
 @dataclass(frozen=True, slots=True)
 class Kicked:
-    """An operator removed us from ``room``; ``text`` says by whom and why."""
+    """An operator removed us (``nick``) from ``room``; ``text`` says by whom and why."""
 
     room: str
+    nick: str
     text: str
     ts: float
     seq: int = 0
 
     def plain(self) -> str:
-        return f"!! you were removed from #{self.room} ({safe(self.text)})"
+        return (f"!! {safe(self.nick)} was removed from #{self.room} ({safe(self.text)}): "
+                f"that is you, you are no longer in #{self.room}")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,16 @@
 """The client's sockets: one DEALER, one SUB, one asyncio loop, no threads.
 
 ``Transport`` moves frames between the sockets and ClientCore and carries out
-the core's actions. Input (the keyboard or a pipe) and output (a UI) plug in
-from outside: ``feed()`` a line, ``on_event`` receives what to show.
+the core's actions. Input (the keyboard, a pipe or the public API) and output
+(a UI, or the API's event stream) plug in from outside: ``feed()`` a line or
+``apply()`` what a core call returned; ``on_event`` receives what to show and
+``on_result`` the answers to API calls.
+
+Every Transport in a process shares one zmq context (one libzmq I/O thread)
+and runs on the caller's asyncio loop: a gateway holds a thousand sessions in
+one process. A socket monitor on the DEALER reports a refused handshake (and
+a missing CURVE setup) at once, and a dropped TCP connection before the
+heartbeat timeout would.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from zchat.client.core import (
     Action,
     ClientCore,
     ConnectSub,
+    Done,
+    Failed,
     Output,
     Quit,
     Reconnect,
@@ -28,10 +38,25 @@ from zchat.client.core import (
     Unsubscribe,
 )
 from zchat.client.events import Problem, UiEvent
+from zchat.client.state import ConnectionState
 from zchat.clock import steady_wall_clock
-from zchat.keys import HANDSHAKE_FAILURES, ClientKeys
+from zchat.keys import MONITORED, ClientKeys, handshake_failure
 from zchat.protocol import ProtocolError, decode_broadcast, decode_from_broker, encode
 from zchat.protocol.rules import MAX_BODY_BYTES
+
+#: How long a client that leaves before its first handshake waits to learn
+#: whether the broker refused it (so a refused key still exits 3, not 0).
+HANDSHAKE_GRACE = 2.0
+
+_context: zmq.asyncio.Context | None = None
+
+
+def shared_context() -> zmq.asyncio.Context:
+    """The process's one zmq context for client sessions (created on first use)."""
+    global _context
+    if _context is None or _context.closed:
+        _context = zmq.asyncio.Context()
+    return _context
 
 
 def endpoint_host(endpoint: str) -> str:
@@ -50,21 +75,28 @@ class Transport:
         on_event: Callable[[UiEvent], None],
         clock: Callable[[], float] | None = None,
         keys: ClientKeys | None = None,
+        on_result: Callable[[Done | Failed], None] | None = None,
+        ctx: zmq.asyncio.Context | None = None,
     ) -> None:
         self.core = core
         self.keys = keys
         self.monitor: zmq.asyncio.Socket | None = None
         self.endpoint = endpoint
         self.on_event = on_event
+        self.on_result = on_result or (lambda result: None)
         self.clock = clock or steady_wall_clock()
         core.host = endpoint_host(endpoint)
-        self.ctx = zmq.asyncio.Context()
+        self.ctx = ctx or shared_context()
         self.dealer: zmq.asyncio.Socket | None = None
         self.sub: zmq.asyncio.Socket | None = None
         self._subs: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._done: asyncio.Future[int] | None = None
         self._wake = asyncio.Event()
+        #: What the monitor learnt of the current DEALER's handshake: None (nothing
+        #: yet), "ok", "unreachable" (nothing listens) or "failed".
+        self._handshake: str | None = None
+        self._leaving: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------- API
 
@@ -84,11 +116,35 @@ class Transport:
         """A line of input from the user or a script."""
         self._apply(self.core.command(line, self.clock()))
 
+    def apply(self, call: Callable[[float], list[Action]]) -> None:
+        """Run a core call (given the time now) and carry out its actions."""
+        self._apply(call(self.clock()))
+
+    @property
+    def running(self) -> bool:
+        return self._done is not None and not self._done.done()
+
     def quit(self, code: int) -> None:
+        if self._done is None or self._done.done():
+            return
+        if code == 0 and self.core.state == ConnectionState.CONNECTING and (
+            self._handshake is None and self.dealer is not None
+        ):
+            # Leaving before the broker ever answered: wait (briefly) for the
+            # handshake, so a refused key or a CURVE broker still says so, exit 3.
+            if self._leaving is None:
+                loop = asyncio.get_running_loop()
+                self._leaving = loop.call_later(HANDSHAKE_GRACE, self._finish, 0)
+            return
+        self._finish(code)
+
+    def _finish(self, code: int) -> None:
         if self._done is not None and not self._done.done():
             self._done.set_result(code)
 
     def close(self) -> None:
+        if self._leaving is not None:
+            self._leaving.cancel()
         for task in self._tasks:
             task.cancel()
         self._close_monitor()
@@ -96,7 +152,8 @@ class Transport:
             if sock is not None:
                 sock.close(linger=0)
         self.dealer = self.sub = None
-        self.ctx.term()
+        if self.core.state != ConnectionState.CLOSED:
+            self.core.close()
 
     # ------------------------------------------------------------- sockets
 
@@ -117,10 +174,11 @@ class Transport:
         # No send limit: what waits here is what the user typed (the outbox
         # holds it anyway), and a full queue would make NOBLOCK sends fail.
         self.dealer.setsockopt(zmq.SNDHWM, 0)
-        if self.keys is not None:
-            # With CURVE a refused handshake is otherwise silent retries: watch for it.
-            self.monitor = self.dealer.get_monitor_socket(sum(HANDSHAKE_FAILURES))
-            self._spawn(self._read_monitor(self.monitor))
+        # A refused handshake is otherwise silent retries, and a dead broker
+        # silence until the heartbeat timeout: watch for both.
+        self._handshake = None
+        self.monitor = self.dealer.get_monitor_socket(MONITORED)
+        self._spawn(self._read_monitor(self.monitor))
         self.dealer.connect(self.endpoint)
         self._spawn(self._read_dealer(self.dealer))
         self._apply(self.core.connecting(self.endpoint, self.clock()))
@@ -179,11 +237,27 @@ class Transport:
                 frames = await sock.recv_multipart()
             except zmq.ZMQError:
                 return
-            event = parse_monitor_message(frames)["event"]
-            why = HANDSHAKE_FAILURES.get(zmq.Event(event))
+            if sock is not self.monitor:
+                return  # a monitor of a DEALER already replaced
+            parsed = parse_monitor_message(frames)
+            event, value = int(parsed["event"]), int(parsed["value"])
+            why = handshake_failure(event, value, self.keys is not None)
             if why is not None:
+                self._handshake = "failed"
                 self._apply(self.core.auth_failed(why))
                 return
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._handshake = "ok"
+            elif event == zmq.EVENT_CONNECT_RETRIED and self._handshake is None:
+                self._handshake = "unreachable"
+            elif event == zmq.EVENT_DISCONNECTED and self._handshake == "ok":
+                self._handshake = None
+                self._apply(self.core.link_down(self.clock()))
+                continue
+            else:
+                continue
+            if self._leaving is not None:  # a quit was waiting for this
+                self.quit(0)
 
     async def _read_sub(self, sock: zmq.asyncio.Socket) -> None:
         while True:
@@ -233,6 +307,8 @@ class Transport:
                 return  # the rest belonged to the dead connection
             elif isinstance(act, Quit):
                 self.quit(act.code)
+            elif isinstance(act, Done | Failed):
+                self.on_result(act)
         self._wake.set()  # deadlines may have moved
 
     def _send(self, act: Request) -> None:
