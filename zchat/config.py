@@ -119,6 +119,7 @@ class BrokerConfig:
     timeout: float = 15.0
     max_clients: int = 10_000
     max_rooms_per_client: int = 100
+    announce_limit: int = 200  # rooms with this many members announce no joins and leaves
     hwm: int = 100_000  # broadcasts queued per subscriber before drops (clients gap-fill)
     rate: float = 50.0  # requests per second per client, sustained (token bucket)
     burst: int = 200  # requests a client may send at once before the rate applies
@@ -164,6 +165,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "wait": _positive,
     "max_clients": _count,
     "max_rooms_per_client": _count,
+    "announce_limit": _count,
     "hwm": _count,
     "rate": _positive,
     "log_format": lambda v: _one_of(v, ("text", "json")),

@@ -1473,3 +1473,59 @@ def test_a_write_that_fails_under_a_request_refuses_it_and_stops_writes() -> Non
     store.full = False
     h.core.store_recovered(h.now)
     assert h.say(A, "dev", "kept", id="k1").expect(m.Ack).seq == 2
+
+
+# ------------------------------------------------- §6.1, §6.2 at scale
+
+
+def test_a_hello_tried_again_after_a_late_welcome_gets_the_same_session(h: Harness) -> None:
+    """§6.1: the first try registered the nick; the retry (same HELLO.id, a new
+    connection, no token yet) gets that session instead of nick_taken."""
+    first = h.send(A, m.Hello(h.rid(), "alice", id="reg-1")).expect(m.Welcome)
+    again = h.send(B, m.Hello(h.rid(), "alice", id="reg-1")).expect(m.Welcome)
+    assert again.session == first.session and not again.resumed
+    assert h.core.clients == 1
+    assert h.req(B, m.Ping).expect(m.Pong)  # the session lives on the new connection
+    assert h.req(A, m.Ping).error == "not_registered"
+    # The same HELLO on the same connection: the same answer, not already_registered.
+    assert h.send(B, m.Hello(h.rid(), "alice", id="reg-1")).expect(m.Welcome).session == (
+        first.session
+    )
+    # Another registration id is someone else wanting the nick.
+    assert h.send(C, m.Hello(h.rid(), "alice", id="reg-2")).error == "nick_taken"
+    assert h.send(D, m.Hello(h.rid(), "alice")).error == "nick_taken"
+
+
+def test_a_thousand_joins_cost_linear_work_not_a_notice_per_pair() -> None:
+    """§6.2: past announce_limit members a room announces no joins and leaves, and
+    JOINED lists no members: 1,000 joins publish announce_limit notices, not 500,500."""
+    h = Harness()
+    limit = h.config.announce_limit
+    published = 0
+    replied_names = 0
+    for i in range(1000):
+        peer = f"peer-{i}".encode()
+        h.hello(peer, f"user{i}")
+        out = h.req(peer, m.Join, "big")
+        published += len(out.events)
+        joined = out.expect(m.Joined)
+        replied_names += len(joined.members)
+        if i >= limit:
+            assert joined.members == [] and joined.more == i + 1
+    assert published == limit
+    assert replied_names == sum(range(1, limit + 1))
+    # The member list stays exact on request.
+    names = h.req(b"peer-0", m.Who, "big").expect(m.Names)
+    assert len(names.members) + names.more == 1000
+    # Leaving a big room announces nothing either; a kick still does.
+    assert h.req(b"peer-5", m.Leave, "big").expect(m.Ok) and h.wire
+    assert h.core.rooms == 1
+
+
+def test_a_small_room_still_announces_joins_and_lists_members(h: Harness) -> None:
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    h.join(A, "dev")
+    out = h.req(B, m.Join, "dev")
+    assert [brief(e)[2:] for e in out.events] == [("join", "bob", "")]
+    assert out.expect(m.Joined).members == ["alice", "bob"]

@@ -79,6 +79,7 @@ class CoreConfig:
     timeout: float = 15.0
     limits: Limits = field(default_factory=Limits)
     admins: frozenset[str] = frozenset()  # nick keys that operate every room
+    announce_limit: int = 200  # rooms this big announce no ordinary joins and leaves
 
 
 @dataclass(eq=False, slots=True)
@@ -88,6 +89,7 @@ class Session:
     peer: bytes
     last_seen: float
     user: str = ""  # the CURVE public key it authenticated with ("" without CURVE)
+    hello_id: str = ""  # HELLO.id of the registration that made it (§6.1)
     rooms: set[str] = field(default_factory=set)
     tokens: float = 0.0  # rate-limit bucket, refilled from `refilled` on
     refilled: float = 0.0
@@ -397,8 +399,19 @@ class BrokerCore:
     ) -> None:
         user = self._caller_key
         if current is not None:
+            if req.id and req.id == current.hello_id:  # the same HELLO again: same answer
+                self._welcome(current, req.rid, False, now, out)
+                return
             raise ProtocolError("already_registered", f"already registered as {current.nick}")
         session = self._by_token.get(req.resume) if req.resume else None
+        holder = self._by_nick.get(nick_key(req.nick))
+        retried = (
+            session is None and bool(req.id) and holder is not None and holder.hello_id == req.id
+        )
+        if retried:
+            # A HELLO tried again on a new connection after a late WELCOME: the
+            # session the first try made is this client's (§6.1).
+            session = holder
         if session is not None and session.user == user:  # a token alone is not enough
             # The same client on a new connection: its old routing id is dead.
             if self._by_peer.get(session.peer) is session:
@@ -407,9 +420,8 @@ class BrokerCore:
             self._heard(session, now)
             self._by_peer[peer] = session
             out.append(Show(f"+ {session.nick} reconnected"))
-            self._welcome(session, req.rid, True, now, out)
+            self._welcome(session, req.rid, not retried, now, out)
             return
-        holder = self._by_nick.get(nick_key(req.nick))
         if holder is not None:
             raise ProtocolError("nick_taken", f"the nick {req.nick} is taken; pick another")
         if len(self._by_token) >= self.config.limits.max_clients:
@@ -418,7 +430,9 @@ class BrokerCore:
             raise self._store_unavailable(now)
         self._claim(req.nick, user)
         lim = self.config.limits
-        session = Session(self._new_token(), req.nick, peer, now, user, tokens=lim.burst)
+        session = Session(
+            self._new_token(), req.nick, peer, now, user, req.id, tokens=lim.burst
+        )
         session.refilled = now
         self._by_peer[peer] = session
         self._by_token[session.token] = session
@@ -452,7 +466,10 @@ class BrokerCore:
 
     def _join(self, peer: bytes, s: Session, req: m.Join, now: float, out: list[Effect]) -> None:
         room = self._rooms.get(req.room)
-        if req.room not in s.rooms:
+        if req.room in s.rooms:  # joined already: the same answer again
+            assert room is not None  # a member's room always exists
+            announced = self._announced(room)
+        else:
             if len(s.rooms) >= self.config.limits.max_rooms_per_client:
                 raise ProtocolError(
                     "too_many_rooms",
@@ -468,14 +485,24 @@ class BrokerCore:
                 raise ProtocolError("banned", f"you are banned from #{req.room}")
             if room.private and not (room.invited & _ids(s) or self._is_op(s, room)):
                 raise ProtocolError("invite_only", f"#{req.room} is invite-only")
-            self._rooms[req.room] = room
-            room.members.add(s)
+            self._rooms[req.room] = room  # before the event: it says whether to publish it
+            announced = self._announced(room)
+            room.members.add(s)  # before the event: a private room tells s too
+            if announced:
+                try:
+                    self._event(req.room, "join", s.nick, "", now, out)
+                except StoreUnavailable:  # not stored: not joined either
+                    room.members.discard(s)
+                    if not room.members:
+                        del self._rooms[req.room]
+                    raise
             s.rooms.add(req.room)
-            self._event(req.room, "join", s.nick, "", now, out)
             out.append(Show(f"+ {s.nick} joined #{req.room}"))
-        assert room is not None  # a member's room always exists
         history = _fit_events(self._read(req.room, 0, req.history, before=True), newest=True)
-        members, more = _fit_names(_nicks(room), _LIST_BUDGET // 4)
+        if announced:
+            members, more = _fit_names(_nicks(room), _LIST_BUDGET // 4)
+        else:  # a big room: members follow no joins, and WHO lists them on request
+            members, more = [], len(room.members)
         last = self.store.last(_room_log(req.room))
         joined = m.Joined(req.rid, req.room, room.topic, members, last, history, more, room.private)
         out.append(Send(s.peer, joined))
@@ -489,12 +516,18 @@ class BrokerCore:
             return
         # The event first: a private room tells s too, and if the store cannot
         # take it, s is still a member (an expiry tries again later).
-        self._event(name, kind, s.nick, reason, now, out)
+        if kind != "leave" or self._announced(room):
+            self._event(name, kind, s.nick, reason, now, out)
         s.rooms.discard(name)
         room.members.discard(s)
         out.append(Show(f"- {s.nick} left #{name} ({reason})"))
         if not room.members:
             del self._rooms[name]  # its log and topic stay in the store
+
+    def _announced(self, room: Room) -> bool:
+        """Whether joins and leaves of ``room`` are events: not in a big room, where
+        announcing each to every member would cost N² (§6.2)."""
+        return len(room.members) < self.config.announce_limit
 
     def _end(self, s: Session, reason: str, now: float, out: list[Effect]) -> None:
         for name in sorted(s.rooms):

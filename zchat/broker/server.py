@@ -211,6 +211,7 @@ class BrokerServer:
                     burst=config.burst,
                 ),
                 frozenset(nick_key(n) for n in config.admins),
+                config.announce_limit,
             ),
             clock(),
         )

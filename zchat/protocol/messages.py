@@ -136,18 +136,26 @@ class RoomInfo:
 
 @dataclass(frozen=True, slots=True)
 class Hello(Request):
-    """Register ``nick``; with ``resume``, take back an earlier session (§6.1)."""
+    """Register ``nick``; with ``resume``, take back an earlier session (§6.1).
+
+    ``id`` names this client's registration, the same on every try until a
+    WELCOME arrives: a HELLO whose WELCOME was late and is tried again on a
+    new connection gets the session the first try made, not ``nick_taken``.
+    """
 
     TYPE: ClassVar[bytes] = b"HELLO"
     rid: int
     nick: str
     resume: str = ""
+    id: str = ""
 
     def __post_init__(self) -> None:
         _check_rid(self.rid)
         rules.check_nick(self.nick)
         if len(self.resume) > 64:
             raise ProtocolError("bad_request", "resume token too long")
+        if self.id:
+            _check_id(self.id)
 
 
 @dataclass(frozen=True, slots=True)
