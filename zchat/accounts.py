@@ -191,7 +191,10 @@ class Accounts:
     def set(self, name: str, password: str | None = None, add_fingerprint: str = "") -> Account:
         """Create or update ``name``: a new password (None keeps the old one) and
         optionally one more certificate fingerprint. ``save()`` writes it."""
-        check_nick(name)
+        try:
+            check_nick(name)
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
         if password is not None and not password:
             raise ValueError("the password is empty")
         if password is not None and len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:

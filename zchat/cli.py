@@ -359,6 +359,63 @@ def keygen(name: str, directory: str) -> None:
     click.echo(f"public key {key}\n  {public} (share it)\n  {secret} (keep it secret)")
 
 
+@main.command()
+@_config_option
+@click.argument("name")
+@click.option("--accounts", help="Accounts file [the broker config's accounts].")
+@click.option(
+    "--cert", "cert", help="Also log in with this client certificate's SHA-256 fingerprint."
+)
+@click.option("--no-password", is_flag=True, help="Certificate only: set or keep no password.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin, not a prompt.")
+@click.option("--delete", is_flag=True, help="Remove the account.")
+def passwd(
+    config_file: str | None,
+    name: str,
+    accounts: str | None,
+    cert: str | None,
+    no_password: bool,
+    password_stdin: bool,
+    delete: bool,
+) -> None:
+    """Set NAME's password in the accounts file: IRC (SASL) and web logins (docs/irc.md).
+
+    \b
+    An account owns the nick NAME as a CURVE key does: with an allow-list
+    broker only NAME, logged in, may use it. --cert adds a TLS client
+    certificate fingerprint (SASL EXTERNAL); the file is re-read by a running
+    broker at the next login.
+    """
+    from zchat.accounts import Accounts, AccountsError
+
+    path = accounts or _load(BrokerConfig, config_file, {}).accounts
+    if not path:
+        raise click.ClickException("no accounts file: give --accounts FILE or set accounts")
+    try:
+        book = Accounts.load(path, missing_ok=True)
+        if delete:
+            if not book.remove(name):
+                raise click.ClickException(f"no account {name} in {path}")
+            book.save()
+            click.echo(f"account {name} removed from {path}")
+            return
+        password: str | None = None
+        if not no_password:
+            if password_stdin:
+                password = sys.stdin.readline().rstrip("\r\n")
+            else:
+                password = click.prompt(
+                    f"password for {name}", hide_input=True, confirmation_prompt=True
+                )
+        elif book.get(name) is None and not cert:
+            raise click.ClickException("--no-password needs --cert for a new account")
+        book.set(name, password, add_fingerprint=cert or "")
+        book.save()
+    except (ValueError, AccountsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"account {name} saved in {path}")
+
+
 @main.group()
 def config() -> None:
     """Inspect configuration files."""
