@@ -64,11 +64,14 @@ def handshake_failure(event: int, value: int, curve: bool) -> str | None:
         return None
     if curve:
         return known
-    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-        if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-            return NEEDS_CURVE
+    # Without keys the handshake is NULL, which only fails against a broker that
+    # wants more: CURVE. (libzmq reports a mechanism mismatch, or no detail when
+    # the broker's ZAP handler answers first.)
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and (
+        value != zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+    ):
         return f"the handshake failed: a protocol error ({value:#x}) on the broker's side"
-    return f"the handshake failed ({zmq.Event(event).name})"
+    return NEEDS_CURVE
 
 
 class KeyFileError(Exception):

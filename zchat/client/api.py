@@ -451,7 +451,7 @@ class Chat:
             self._connected.exception()  # retrieved: start() raises its own
         for fut in self._calls.values():
             if not fut.done():
-                fut.set_exception(Closed("closed", "the session ended"))
+                fut.set_exception(self._end_error())  # e.g. AuthFailed, saying why
                 fut.exception()
         self._calls.clear()
         if self._events is not None:
@@ -460,6 +460,9 @@ class Chat:
 
     def _end_error(self) -> ChatError:
         why = self._last_problem or "the session ended"
+        run = self._run
+        if self.exit_code is None and run is not None and run.done() and not run.cancelled():
+            self.exit_code = 1 if run.exception() else run.result()
         if self.exit_code == 3 or self.core.state == ConnectionState.AUTH_FAILED:
             return AuthFailed("auth_failed", why.removeprefix("authentication failed: "))
         if self.exit_code == 2:

@@ -1,0 +1,151 @@
+"""Client commands against a CURVE broker when the keys are missing, refused or unreadable.
+
+Every client command (``client``, ``send``, ``stats``) says within 2 s that the
+broker wants keys it does not have, or refuses the key it has, and exits 3;
+a key file that is missing or unreadable is named as such.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.procs import Broker, Proc
+
+SAY_WITHIN = 2.0  # seconds a command may take to say what is wrong
+BASE = [sys.executable, "-m", "zchat"]
+
+
+def keygen(folder: Path, name: str) -> None:
+    done = subprocess.run([*BASE, "keygen", name, "--dir", str(folder)],
+                          capture_output=True, text=True, timeout=20)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    for name in ("broker", "alice", "mallory"):
+        keygen(tmp_path / "keys", name)
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "alice.key").write_bytes((tmp_path / "keys" / "alice.key").read_bytes())
+    return tmp_path
+
+
+@pytest.fixture
+def curve_broker(keys: Path, procs: list[Proc]) -> Broker:
+    conf = keys / "broker.toml"
+    conf.write_text(
+        "[broker]\n"
+        f'curve_secret_key = "{keys / "keys" / "broker.key_secret"}"\n'
+        f'curve_clients = "{keys / "allowed"}"\n'
+    )
+    b = Broker(keys, "--config", str(conf), "--heartbeat", "0.5", "--timeout", "3")
+    procs.append(b)
+    return b
+
+
+def run(args: list[str], env: dict[str, str] | None = None, stdin: str = "") -> tuple[
+    subprocess.CompletedProcess[str], float
+]:
+    started = time.monotonic()
+    done = subprocess.run([*BASE, *args], input=stdin, capture_output=True, text=True,
+                          timeout=30, env={**os.environ, **(env or {})})  # fmt: skip
+    return done, time.monotonic() - started
+
+
+def key_env(keys: Path, key: str) -> dict[str, str]:
+    return {
+        "ZCHAT_CURVE_KEY": str(keys / "keys" / f"{key}.key_secret"),
+        "ZCHAT_CURVE_SERVER_KEY": str(keys / "keys" / "broker.key"),
+    }
+
+
+# Python's own start-up (and the CLI's imports) come on top of the 2 s.
+START_UP = 1.5
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["send", "--room", "dev", "hello"],
+        ["stats"],
+        ["client", "--plain", "--nick", "nokeys", "--room", "dev"],
+    ],
+    ids=["send", "stats", "client"],
+)
+def test_a_client_without_keys_is_told_the_broker_requires_curve(
+    curve_broker: Broker, command: list[str]
+) -> None:
+    done, took = run([*command, "--connect", curve_broker.endpoint], stdin="hi\n")
+    out = done.stdout + done.stderr
+    assert done.returncode == 3, out
+    assert "the broker requires CURVE: set curve_key and curve_server_key" in out
+    assert took < SAY_WITHIN + START_UP, took
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["send", "--room", "dev", "hello"],
+        ["stats"],
+        ["client", "--plain", "--nick", "mallory", "--room", "dev"],
+    ],
+    ids=["send", "stats", "client"],
+)
+def test_a_refused_key_exits_3_even_with_empty_input(
+    curve_broker: Broker, keys: Path, command: list[str]
+) -> None:
+    """``zchat client`` with a refused key and nothing on stdin used to exit 0."""
+    done, took = run([*command, "--connect", curve_broker.endpoint], key_env(keys, "mallory"))
+    out = done.stdout + done.stderr
+    assert done.returncode == 3, out
+    assert "the broker refused this client's key" in out
+    assert took < SAY_WITHIN + START_UP, took
+
+
+def test_a_listed_key_still_sends_and_reads_stats(curve_broker: Broker, keys: Path) -> None:
+    env = key_env(keys, "alice")
+    sent, _ = run(["send", "--connect", curve_broker.endpoint, "--room", "dev", "--nick",
+                   "alice", "hi"], env)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    stats, _ = run(["stats", "--connect", curve_broker.endpoint, "--json"], env)
+    assert stats.returncode == 0, stats.stderr
+    assert '"messages": 1' in stats.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["send", "--room", "dev", "x"], ["stats"], ["client", "--plain"]],
+    ids=["send", "stats", "client"],
+)
+def test_missing_key_files_are_named_as_missing(keys: Path, command: list[str]) -> None:
+    env = key_env(keys, "alice")
+    env["ZCHAT_CURVE_KEY"] = str(keys / "keys" / "nobody.key_secret")
+    done, _ = run([*command, "--connect", "tcp://127.0.0.1:9"], env)
+    assert done.returncode != 0
+    assert f"{keys / 'keys' / 'nobody.key_secret'}: no such file" in done.stderr
+    assert "Invalid certificate" not in done.stderr
+
+
+def test_unreadable_key_files_say_so(keys: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    secret = keys / "keys" / "alice.key_secret"
+    secret.chmod(0)
+    done, _ = run(["stats", "--connect", "tcp://127.0.0.1:9"], key_env(keys, "alice"))
+    assert done.returncode != 0
+    assert f"{secret}: cannot be read" in done.stderr
+
+
+def test_a_directory_for_a_key_file_is_named(keys: Path) -> None:
+    env = key_env(keys, "alice")
+    env["ZCHAT_CURVE_SERVER_KEY"] = str(keys / "keys")
+    done, _ = run(["stats", "--connect", "tcp://127.0.0.1:9"], env)
+    assert done.returncode != 0
+    assert f"{keys / 'keys'}: is a directory" in done.stderr
