@@ -1472,3 +1472,195 @@ def test_quitting_through_a_broker_shutdown_exits_zero() -> None:
     bye = the(core.command("/quit", T0), m.Bye)
     assert bye.reason == ""
     assert core.on_broadcast(m.Shutdown("restart"), T0) == [Quit(0)]
+
+
+# ------------------------------------------------- issue 11: state, calls, rough edges
+
+
+def test_state_moves_only_along_the_table() -> None:
+    from zchat.client.state import TRANSITIONS, ConnectionState
+
+    cs = ConnectionState
+    assert cs.CONNECTED in TRANSITIONS[cs.CONNECTING]
+    with pytest.raises(RuntimeError):
+        cs.CONNECTED.check(cs.CONNECTING)  # a loss is "reconnecting", never "connecting"
+    with pytest.raises(RuntimeError):
+        cs.CLOSED.check(cs.CONNECTED)
+    assert cs.AUTH_FAILED.final and cs.CLOSED.final and not cs.RECONNECTING.final
+
+
+def test_every_request_type_has_a_reply_row() -> None:
+    from zchat.client.core import _ROWS
+
+    # WHOIS, OP, SEARCH and AWAY are being added to the protocol: rows come with them.
+    coming = {"Whois", "Op", "Search", "Away"}
+    assert {r for r in m.REQUESTS if r.__name__ not in coming} <= set(_ROWS)
+
+
+def test_attempts_after_a_loss_stay_reconnecting_and_count_the_queue() -> None:
+    core = ready()
+    core.command("unsent", T0)
+    lost = core.tick(T0 + TIMEOUT + 1)
+    state = shown(lost)[0]
+    assert isinstance(state, StateChange)
+    assert (state.state, state.queued) == ("reconnecting", 1)
+    assert "1 message(s) wait to be sent" in state.text
+    again = core.connecting(EP, T0 + 20)
+    first = shown(again)[0]
+    assert isinstance(first, StateChange) and first.state == "reconnecting"
+
+
+def test_a_dropped_connection_reconnects_at_once() -> None:
+    core = ready()
+    actions = core.link_down(T0 + 1)
+    assert any(isinstance(a, Reconnect) for a in actions)
+    assert core.state == "reconnecting"
+    assert core.link_down(T0 + 2) == []  # only once
+
+
+def test_store_unavailable_keeps_the_message_and_resends_after_retry_after() -> None:
+    """Issue 10: any error with retry_after > 0 is a wait, not a refusal; one notice."""
+    core = ready()
+    says = [the(core.command(f"line {i}", T0), m.Say) for i in range(2)]
+    out = core.on_direct(m.Error(says[0].rid, "store_unavailable", "disk full", 2.0), T0)
+    assert [type(e).__name__ for e in shown(out)] == ["Problem"]
+    assert "store_unavailable" in lines(out)[0] and "kept" in lines(out)[0]
+    again = core.on_direct(m.Error(says[1].rid, "store_unavailable", "disk full", 2.0), T0)
+    assert shown(again) == []  # one notice per episode
+    assert list(core.outbox) == [s.id for s in says]
+    assert core.tick(T0 + 1) == []
+    resent = [r for r in reqs(core.tick(T0 + 2)) if isinstance(r, m.Say)]
+    assert [r.id for r in resent] == [s.id for s in says]
+    core.on_direct(m.Ack(resent[0].rid, resent[0].id, 1), T0 + 2)
+    # Went through: a later wait is a new episode, told again.
+    third = the(core.command("line 3", T0 + 3), m.Say)
+    out = core.on_direct(m.Error(third.rid, "store_unavailable", "disk full", 2.0), T0 + 3)
+    assert len(shown(out)) == 1
+
+
+def test_calls_with_a_tag_are_answered_by_tag() -> None:
+    from zchat.client.core import Done, Failed
+
+    core = ready()
+    say = the(core.say("lobby", "hi", T0, tag=7), m.Say)
+    done = core.on_direct(m.Ack(say.rid, say.id, 4), T0)
+    assert Done(7, m.Ack(say.rid, say.id, 4)) in done
+    assert core.say("lobby", "", T0, tag=8) == [Failed(8, "empty", "message is empty")]
+    who = the(core.ask(lambda rid: m.Who(rid, "lobby"), T0, tag=9), m.Who)
+    answered = core.on_direct(m.Names(who.rid, "lobby", ["alice"]), T0)
+    assert answered == [Done(9, m.Names(who.rid, "lobby", ["alice"]))]  # nothing shown
+    refused = core.on_direct(
+        m.Error(the(core.ask(m.Rooms, T0, tag=10), m.Rooms).rid, "not_member", "no"), T0
+    )
+    assert refused == [Failed(10, "not_member", "no")]
+
+
+def test_a_join_call_is_answered_at_joined_even_across_a_reconnect() -> None:
+    from zchat.client.core import Done
+
+    core = ready()
+    assert Subscribe(m.room_topic("dev")) in core.join("dev", T0, tag=3)
+    core.tick(T0 + TIMEOUT + 1)  # lost before SYNCED
+    hello = connect(core, T0 + 20)
+    synced = sync(core, core.on_direct(welcome(hello.rid), T0 + 20), T0 + 20)
+    joins = [r for r in reqs(synced) if isinstance(r, m.Join)]
+    out: list[Action] = []
+    for join in joins:
+        out += core.on_direct(joined(join), T0 + 20)
+    assert [a.tag for a in out if isinstance(a, Done)] == [3]
+
+
+def test_an_api_call_in_flight_is_asked_again_after_a_reconnect() -> None:
+    from zchat.client.core import Done
+
+    core = ready()
+    who = the(core.ask(lambda rid: m.Who(rid, "lobby"), T0, tag=5), m.Who)
+    core.tick(T0 + TIMEOUT + 1)
+    hello = connect(core, T0 + 20)
+    synced = sync(core, core.on_direct(welcome(hello.rid), T0 + 20), T0 + 20)
+    after = core.on_direct(joined(the(synced, m.Join)), T0 + 20)
+    again = the(after, m.Who)
+    assert again.rid != who.rid
+    assert core.on_direct(m.Names(again.rid, "lobby", ["alice"]), T0 + 20)[-1] == Done(
+        5, m.Names(again.rid, "lobby", ["alice"])
+    )
+
+
+def test_a_kicked_user_is_told_and_the_room_goes() -> None:
+    from zchat.client.events import Kicked
+
+    core = ready()
+    out = core.on_broadcast(event(1, nick="alice", text="by bob: spam", kind="kick"), T0)
+    told = shown(out)
+    assert told == [Kicked("lobby", "alice", "by bob: spam", T0 + 1, 1)]
+    assert "that is you" in told[0].plain()
+    assert "lobby" not in core.rooms and core.current is None
+
+
+def test_history_command_has_a_header_and_an_end() -> None:
+    core = ready()
+    hist = the(core.command("/history 2", T0), m.History)
+    out = core.on_direct(m.Events(hist.rid, "lobby", [event(1), event(2)], 2), T0)
+    assert lines(out)[0] == "-- history of #lobby: the last 2 event(s)"
+    assert lines(out)[-1] == "-- end of history of #lobby"
+    assert all(e.history for e in shown(out) if isinstance(e, Chat))
+
+
+def test_leave_then_join_does_not_show_again_what_was_on_screen() -> None:
+    core = ready()
+    core.on_broadcast(event(1, text="seen before"), T0)
+    core.command("/leave", T0)
+    actions = core.command("/join lobby", T0)
+    join = the(sync(core, actions, T0), m.Join)
+    history = [event(1, text="seen before"), event(2, text="while away")]
+    out = core.on_direct(joined(join, last=2, history=history), T0)
+    assert chat_texts(out) == ["while away"]
+
+
+def test_a_bad_nick_is_named_not_answered_with_usage() -> None:
+    core = ready()
+    out = lines(core.command("/nick bad nick!", T0))
+    assert len(out) == 1 and out[0].startswith("!! invalid nick 'bad nick!'")
+
+
+def test_ignore_hides_messages_and_dms_of_a_nick() -> None:
+    core = ready()
+    assert lines(core.command("/ignore bob", T0)) == [
+        "-- ignoring bob: /unignore bob to see them again"
+    ]
+    assert chat_texts(core.on_broadcast(event(1, nick="Bob", text="noise"), T0)) == []
+    assert core.rooms["lobby"].last == 1  # still counted: no gap fetch for it
+    assert shown(core.on_direct(m.Dm("d1", "bob", "alice", "psst", T0, False, 1), T0)) == []
+    assert chat_texts(core.on_broadcast(event(2, nick="carol", text="hi"), T0)) == ["hi"]
+    assert lines(core.command("/ignore", T0)) == ["-- you ignore bob"]
+    core.command("/unignore bob", T0)
+    assert chat_texts(core.on_broadcast(event(3, nick="bob", text="back"), T0)) == ["back"]
+
+
+def test_a_first_line_that_joins_keeps_the_default_room_out() -> None:
+    core = make_core(room=None, lazy_room="lobby")
+    connect(core)
+    actions = core.command("/join ops", T0)
+    assert list(core.rooms) == ["ops"] and actions == []
+
+
+def test_a_first_chat_line_joins_the_default_room_first() -> None:
+    core = make_core(room=None, lazy_room="lobby")
+    connect(core)
+    core.command("hello", T0)
+    assert list(core.rooms) == ["lobby"] and list(core.outbox) == ["m1"]
+
+
+def test_connecting_before_any_line_takes_the_default_room() -> None:
+    core = make_core(room=None, lazy_room="lobby")
+    hello = connect(core)
+    actions = core.on_direct(welcome(hello.rid), T0)
+    assert Subscribe(m.room_topic("lobby")) in actions
+    core.command("/join ops", T0)
+    assert list(core.rooms) == ["lobby", "ops"]
+
+
+def test_whois_says_the_broker_cannot_answer_yet() -> None:
+    core = ready()
+    assert "WHOIS" in lines(core.command("/whois bob", T0))[0]
+    assert set(HELP) >= {"ignore", "unignore", "whois"}
