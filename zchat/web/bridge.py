@@ -1,0 +1,312 @@
+"""The web door's translation, with no sockets: JSON from a page in, broker requests out.
+
+One ``Bridge`` per WebSocket connection (docs/web.md). It turns the page's
+JSON messages into requests, exactly as a DEALER would send them, and the
+broker's replies, pushes and room events into JSON for the page. What it
+does besides translating, so that the page stays simple and the broker sees
+an ordinary client:
+
+- request ids: the page numbers its requests as it likes (``rid``, optional);
+  the bridge gives each request a fresh broker ``rid`` and puts the page's
+  back on the reply;
+- ``rate_limited`` and ``store_unavailable`` (docs/protocol.md §6.12, §6.4):
+  the refused request is held and sent again after ``retry_after``, in the
+  order it was first sent; the page never sees these errors;
+- keep-alive: a ``PING`` every ``heartbeat`` seconds while the connection is
+  open (§6.7), its ``PONG`` heads forwarded so the page can fetch gaps;
+- room membership, to know which published events are this page's;
+- logins: with an allow-list broker ``hello`` must carry the account's
+  password, the nick is the account's name and the session's user is
+  ``account:NAME`` (the account owns its nick, §6.11).
+
+Every method returns the JSON texts to send to the page; the door moves them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from zchat.broker.doors import DoorRequest
+from zchat.protocol import Code, ProtocolError, encode
+from zchat.protocol import messages as m
+from zchat.protocol.rules import nick_key
+
+#: A login check: (name, password) -> whether they match an account.
+Verify = Callable[[str, str], bool]
+
+#: Largest JSON message a page may send (a 4,000-byte text escaped as \uXXXX fits).
+MAX_MESSAGE_BYTES = 32 * 1024
+
+_RETRYABLE = frozenset({Code.RATE_LIMITED.value, Code.STORE_UNAVAILABLE.value})
+
+
+class BadMessage(Exception):
+    """What the page sent is not a message of docs/web.md (its fault)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """How one page message type becomes a request: its class and its fields."""
+
+    cls: type[m.Request]
+    fields: tuple[str, ...]
+
+
+_ROWS: dict[str, _Row] = {
+    "hello": _Row(m.Hello, ("nick", "resume")),
+    "join": _Row(m.Join, ("room", "history", "private")),
+    "leave": _Row(m.Leave, ("room",)),
+    "say": _Row(m.Say, ("room", "id", "text", "action")),
+    "tell": _Row(m.Tell, ("to", "id", "text", "action")),
+    "nick": _Row(m.Nick, ("nick",)),
+    "topic": _Row(m.Topic, ("room", "topic")),
+    "who": _Row(m.Who, ("room",)),
+    "rooms": _Row(m.Rooms, ()),
+    "history": _Row(m.History, ("room", "after", "before", "limit")),
+    "seen": _Row(m.Seen, ("seq",)),
+    "invite": _Row(m.Invite, ("room", "nick")),
+    "kick": _Row(m.Kick, ("room", "nick", "reason")),
+    "ban": _Row(m.Ban, ("room", "nick", "ban")),
+    "ping": _Row(m.Ping, ()),
+    "bye": _Row(m.Bye, ("reason",)),
+}
+
+#: Fields of broker messages the page has no use for.
+_HIDDEN: dict[type[m.Message], tuple[str, ...]] = {m.Welcome: ("pub",)}
+
+
+def to_json(msg: m.Message, rid: int | None = None) -> str:
+    """A broker message as the page gets it: its fields plus ``type`` (docs/web.md)."""
+    if isinstance(msg, m.PrivateEvent):
+        msg = msg.event  # a private room's event reads like any other
+    body: dict[str, Any] = {"type": msg.TYPE.decode().lower()}
+    body.update(dataclasses.asdict(msg))  # type: ignore[call-overload]
+    for name in _HIDDEN.get(type(msg), ()):
+        body.pop(name, None)
+    if "rid" in body:
+        body["rid"] = rid
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def error_json(rid: int | None, code: str, text: str) -> str:
+    body = {"type": "error", "rid": rid, "code": code, "text": text, "retry_after": 0.0}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def parse(text: str) -> tuple[str, int | None, dict[str, Any]]:
+    """The type, the page's rid and the fields of one page message; BadMessage if it is none."""
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise BadMessage("message too long")
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise BadMessage(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadMessage("a message is a JSON object")
+    kind = body.get("type")
+    if not isinstance(kind, str) or kind not in _ROWS:
+        raise BadMessage(f"unknown type {str(kind)[:20]!r}")
+    rid = body.get("rid")
+    if rid is not None and (
+        not isinstance(rid, int) or isinstance(rid, bool) or not 0 <= rid < 2**53
+    ):
+        raise BadMessage("rid must be an integer from 0 to 2^53")
+    return kind, rid, body
+
+
+def build(kind: str, rid: int, body: dict[str, Any]) -> m.Request:
+    """The request for one page message; ProtocolError (its code) if a field is wrong."""
+    row = _ROWS[kind]
+    args: dict[str, Any] = {}
+    for name in row.fields:
+        if name in body:
+            args[name] = body[name]
+    hints = {f.name: f.type for f in dataclasses.fields(row.cls)}  # type: ignore[arg-type]
+    for name, value in args.items():
+        want = hints[name]
+        ok = {
+            "str": isinstance(value, str),
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "str | None": value is None or isinstance(value, str),
+        }.get(str(want), False)
+        if not ok:
+            raise ProtocolError(Code.BAD_REQUEST, f"{kind}.{name} must be {want}")
+    try:
+        return row.cls(rid=rid, **args)  # type: ignore[call-arg]
+    except TypeError:  # a field without a default is missing
+        missing = [f for f in row.fields if f not in args]
+        raise ProtocolError(Code.BAD_REQUEST, f"{kind} needs {', '.join(missing)}") from None
+
+
+@dataclass(slots=True)
+class _Held:
+    """A request the broker refused for now (rate limit, store down): sent again at ``due``."""
+
+    due: float
+    page_rid: int | None
+    req: m.Request
+
+
+class Bridge:
+    """One page's connection: JSON in and out, requests for the broker (docs/web.md)."""
+
+    def __init__(self, peer: bytes, verify: Verify | None = None) -> None:
+        """``verify``: the login check when the door requires logins, else None."""
+        self.peer = peer
+        self.verify = verify
+        #: What the session authenticated as ("account:NAME"), "" without logins.
+        self.user = ""
+        self.nick = ""
+        self.session = ""
+        #: The rooms whose published events are this page's.
+        self.rooms: set[str] = set()
+        self.heartbeat = 5.0
+        self._rid = 0
+        self._pending: dict[int, tuple[int | None, m.Request]] = {}
+        self._held: list[_Held] = []
+        self._next_ping = float("inf")
+        self._closed = False
+
+    # ------------------------------------------------------------ from the page
+
+    def opened(self) -> list[str]:
+        """What the page gets first: whether it must log in."""
+        info = {"type": "door", "login": self.verify is not None, "max_text": 4000}
+        return [json.dumps(info, separators=(",", ":"))]
+
+    def receive(self, text: str, now: float) -> tuple[list[DoorRequest], list[str]]:
+        """One message from the page: requests for the broker, answers for the page."""
+        try:
+            kind, page_rid, body = parse(text)
+        except BadMessage as exc:
+            return [], [error_json(None, Code.BAD_REQUEST.value, str(exc))]
+        if kind == "hello" and self.verify is not None:
+            refused = self._login(body)
+            if refused is not None:
+                return [], [error_json(page_rid, "bad_login", refused)]
+        try:
+            req = build(kind, self._next_rid(), body)
+        except ProtocolError as exc:
+            return [], [error_json(page_rid, str(exc.code), exc.text)]
+        return [self._send(page_rid, req, now)], []
+
+    def _login(self, body: dict[str, Any]) -> str | None:
+        """Check a hello's account and password; None when they match (web door login)."""
+        assert self.verify is not None
+        name, password = body.get("nick"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str) or not name:
+            return "log in with an account name and its password"
+        if self.user and self.user != "account:" + name:
+            return "this connection is logged in as another account"
+        if not self.verify(name, password):
+            return "wrong account name or password"
+        self.user = "account:" + name
+        return None
+
+    # ---------------------------------------------------------- from the broker
+
+    def deliver(self, msg: m.Reply | m.Push, now: float) -> list[str]:
+        """A reply or push for this page's session: JSON for the page (maybe none)."""
+        if isinstance(msg, m.Push):
+            if isinstance(msg, m.PrivateEvent):
+                self._follow(msg.event)
+            return [to_json(msg)]
+        entry = self._pending.pop(msg.rid, None)
+        if entry is None:
+            return []  # not ours (a reply to a request from before a resume)
+        page_rid, req = entry
+        if isinstance(msg, m.Error) and msg.code in _RETRYABLE and msg.retry_after > 0:
+            self._held.append(_Held(now + msg.retry_after, page_rid, req))
+            return []
+        self._learn(req, msg, now)
+        if isinstance(req, m.Ping) and page_rid is None:
+            if isinstance(msg, m.Pong) and msg.heads:
+                return [to_json(msg)]  # the keep-alive's heads: the page checks for gaps
+            return []
+        return [to_json(msg, page_rid)]
+
+    def event(self, msg: m.Event) -> bool:
+        """Whether a published event is for this page; follows its own kicks and nick."""
+        if msg.room not in self.rooms:
+            return False
+        self._follow(msg)
+        return True
+
+    def _follow(self, ev: m.Event) -> None:
+        if nick_key(ev.nick) != nick_key(self.nick or "\x00"):
+            return
+        if ev.kind in ("kick", "leave"):
+            self.rooms.discard(ev.room)
+        elif ev.kind == "nick":
+            self.nick = ev.text
+
+    def _learn(self, req: m.Request, msg: m.Reply, now: float) -> None:
+        """What a successful reply tells about the session."""
+        if isinstance(msg, m.Welcome):
+            self.nick, self.session, self.heartbeat = msg.nick, msg.session, msg.heartbeat
+            self.rooms = set(msg.rooms)
+            self._next_ping = now + self.heartbeat
+        elif isinstance(msg, m.Joined):
+            self.rooms.add(msg.room)
+        elif isinstance(msg, m.Ok) and isinstance(req, m.Leave):
+            self.rooms.discard(req.room)
+        elif isinstance(msg, m.Ok) and isinstance(req, m.Nick):
+            self.nick = req.nick
+        elif isinstance(msg, m.Ok) and isinstance(req, m.Bye):
+            self.session, self.rooms, self._next_ping = "", set(), float("inf")
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float:
+        due = min((h.due for h in self._held), default=float("inf"))
+        return min(due, self._next_ping)
+
+    def tick(self, now: float) -> list[DoorRequest]:
+        """Held requests whose time has come, in their order; the keep-alive PING."""
+        out: list[DoorRequest] = []
+        if self._held and self._held[0].due <= now:
+            # Refused as a block (§6.12), resent as a block, in the order first sent.
+            due, self._held = self._held, []
+            out.extend(self._send(h.page_rid, _renumbered(h.req, self._next_rid()), now)
+                       for h in due)  # fmt: skip
+        if now >= self._next_ping:
+            out.append(self._send(None, m.Ping(self._next_rid()), now))
+        return out
+
+    def close(self, now: float) -> list[DoorRequest]:
+        """The page went away: end its session (BYE) if it has one."""
+        if self._closed:
+            return []
+        self._closed = True
+        self._held = []
+        self._next_ping = float("inf")
+        if not self.session:
+            return []
+        return [self._send(None, m.Bye(self._next_rid(), "left the page"), now)]
+
+    def drop(self) -> None:
+        """The connection broke without a word: keep the session for a resume (§6.1)."""
+        self._closed = True
+        self._held = []
+        self._next_ping = float("inf")
+
+    # ----------------------------------------------------------------- helpers
+
+    def _next_rid(self) -> int:
+        self._rid += 1
+        return self._rid
+
+    def _send(self, page_rid: int | None, req: m.Request, now: float) -> DoorRequest:
+        self._pending[req.rid] = (page_rid, req)
+        if self.session:
+            self._next_ping = now + self.heartbeat  # any request keeps the session alive
+        return DoorRequest(self.peer, encode(req), self.user)
+
+
+def _renumbered(req: m.Request, rid: int) -> m.Request:
+    return dataclasses.replace(req, rid=rid)  # type: ignore[type-var]
