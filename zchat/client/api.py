@@ -445,7 +445,10 @@ class Chat:
             await asyncio.wait({self._run})
 
     def _ended(self, run: asyncio.Task[int]) -> None:
-        self.exit_code = 1 if run.cancelled() or run.exception() else run.result()
+        failure = None if run.cancelled() else run.exception()
+        if failure is not None:
+            self._last_problem = f"the session failed: {failure!r}"
+        self.exit_code = 1 if run.cancelled() or failure else run.result()
         if self._connected is not None and not self._connected.done():
             self._connected.set_exception(self._end_error())
             self._connected.exception()  # retrieved: start() raises its own

@@ -48,6 +48,9 @@ from zchat.protocol.rules import MAX_BODY_BYTES
 #: whether the broker refused it (so a refused key still exits 3, not 0).
 HANDSHAKE_GRACE = 2.0
 
+#: Sockets the shared context may hold: ~16,000 sessions.
+MAX_SOCKETS = 65_536
+
 _context: zmq.asyncio.Context | None = None
 
 
@@ -56,6 +59,9 @@ def shared_context() -> zmq.asyncio.Context:
     global _context
     if _context is None or _context.closed:
         _context = zmq.asyncio.Context()
+        # A session holds 4 sockets (DEALER, SUB, the monitor pair): libzmq's
+        # default of 1,023 sockets per context stops a gateway at ~250 sessions.
+        _context.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
     return _context
 
 
