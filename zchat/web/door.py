@@ -58,6 +58,7 @@ _FILES = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
 _PLAIN = "text/plain; charset=utf-8"
 _LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost"}
