@@ -1529,3 +1529,78 @@ def test_a_small_room_still_announces_joins_and_lists_members(h: Harness) -> Non
     out = h.req(B, m.Join, "dev")
     assert [brief(e)[2:] for e in out.events] == [("join", "bob", "")]
     assert out.expect(m.Joined).members == ["alice", "bob"]
+
+
+# ------------------------------------------ §6.13 away, whois, search; §6.11 op
+
+
+def test_away_shows_in_who_and_in_the_ack_of_a_dm_and_is_never_stored(h: Harness) -> None:
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    h.join(A, "dev")
+    h.join(B, "dev")
+    before = h.store.last("#dev")
+    out = h.req(B, m.Away, "lunch")
+    out.expect(m.Ok)
+    assert out.events == [] and h.store.last("#dev") == before
+    names = h.req(A, m.Who, "dev").expect(m.Names)
+    assert names.members == ["alice", "bob"] and names.away == ["bob"]
+    assert h.req(A, m.Tell, "bob", "d1", "ping?").expect(m.Ack).away == "lunch"
+    h.req(B, m.Away).expect(m.Ok)  # back
+    assert h.req(A, m.Who, "dev").expect(m.Names).away == []
+    assert h.req(A, m.Tell, "bob", "d2", "ping?").expect(m.Ack).away == ""
+
+
+def test_whois_tells_rooms_away_idle_and_never_another_members_private_room(
+    h: Harness,
+) -> None:
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    h.join(B, "dev")
+    h.req(B, m.Join, "secret", 20, True)
+    h.say(B, "dev", "hi")
+    h.req(B, m.Away, "in a meeting")
+    h.now += 30
+    info = h.req(A, m.Whois, "BOB").expect(m.WhoisIs)
+    assert (info.nick, info.online, info.rooms, info.away) == ("bob", True, ["dev"], "in a meeting")
+    assert info.idle == 30.0 and info.key == ""
+    assert h.req(B, m.Whois, "bob").expect(m.WhoisIs).rooms == ["dev", "secret"]
+    # Gone: when it was last seen.
+    h.req(B, m.Bye).expect(m.Ok)
+    gone = h.req(A, m.Whois, "bob").expect(m.WhoisIs)
+    assert (gone.online, gone.seen, gone.rooms) == (False, h.now, [])
+    assert h.req(A, m.Whois, "nobody").error == "no_such_nick"
+
+
+def test_an_operator_makes_another_member_operator_and_takes_it_back(h: Harness) -> None:
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    h.hello(C, "carol")
+    for peer in (A, B, C):
+        h.join(peer, "dev")
+    assert h.req(B, m.Op, "dev", "carol").error == "not_op"
+    out = h.req(A, m.Op, "dev", "bob")
+    out.expect(m.Ok)
+    assert [(e.kind, e.nick, e.text) for e in out.events] == [("op", "alice", "bob")]
+    h.req(B, m.Kick, "dev", "carol").expect(m.Ok)  # bob operates the room now
+    out = h.req(A, m.Op, "dev", "bob", False)
+    assert [(e.kind, e.text) for e in out.events] == [("op", "-bob")]
+    assert h.req(B, m.Topic, "dev", "mine").error == "not_op"
+
+
+def test_search_finds_messages_and_keeps_private_rooms_private(h: Harness) -> None:
+    h.hello(A, "alice")
+    h.hello(B, "bob")
+    h.join(A, "dev")
+    for text in ("deploy on friday", "lunch?", "Friday deploy is green", "ok"):
+        h.say(A, "dev", text)
+    found = h.req(B, m.Search, "dev", "DEPLOY friday").expect(m.Events)
+    assert [e.text for e in found.events] == ["deploy on friday", "Friday deploy is green"]
+    assert found.last == h.store.last("#dev")
+    assert h.req(B, m.Search, "dev", "deploy", 1).expect(m.Events).events[0].text == (
+        "Friday deploy is green"
+    )
+    h.req(A, m.Join, "secret", 20, True)
+    h.say(A, "secret", "the deploy key is hunter2")
+    assert h.req(B, m.Search, "secret", "deploy").error == "not_member"
+    assert len(h.req(A, m.Search, "secret", "deploy").expect(m.Events).events) == 1

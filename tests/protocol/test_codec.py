@@ -48,6 +48,10 @@ SAMPLES: dict[type[m.Message], m.Message] = {
     m.Ban: m.Ban(rid=16, room="dev", nick="troll", ban=False),
     m.Ping: m.Ping(rid=11),
     m.Bye: m.Bye(rid=12, reason="lunch"),
+    m.Away: m.Away(rid=17, text="lunch"),
+    m.Whois: m.Whois(rid=18, nick="bob"),
+    m.Op: m.Op(rid=19, room="dev", nick="bob", op=False),
+    m.Search: m.Search(rid=20, room="dev", text="deploy friday", limit=5),
     # replies and pushes
     m.Welcome: m.Welcome(
         rid=1,
@@ -73,8 +77,11 @@ SAMPLES: dict[type[m.Message], m.Message] = {
             _EVENT,
         ],
     ),
-    m.Ack: m.Ack(rid=4, id="c1-1", seq=4, dup=True),
-    m.Names: m.Names(rid=8, room="ops", members=["carol"]),
+    m.Ack: m.Ack(rid=4, id="c1-1", seq=4, dup=True, away="lunch"),
+    m.Names: m.Names(rid=8, room="ops", members=["carol", "dave"], away=["dave"]),
+    m.WhoisIs: m.WhoisIs(
+        rid=18, nick="bob", online=True, rooms=["dev"], away="lunch", idle=12.5, key="ab12"
+    ),
     m.RoomList: m.RoomList(
         rid=9,
         rooms=[m.RoomInfo(name="dev", members=2, topic="t"), m.RoomInfo("ops", 1, "")],

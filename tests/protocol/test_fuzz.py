@@ -105,7 +105,9 @@ events = st.builds(
 )
 
 STRATEGIES: dict[type[m.Message], st.SearchStrategy[m.Message]] = {
-    m.Hello: st.builds(m.Hello, rid=rids, nick=nicks, resume=st.text(max_size=64)),
+    m.Hello: st.builds(
+        m.Hello, rid=rids, nick=nicks, resume=st.text(max_size=64), id=st.just("") | msg_ids
+    ),
     m.Join: st.builds(m.Join, rid=rids, room=rooms, history=st.integers(0, 500)),
     m.Leave: st.builds(m.Leave, rid=rids, room=rooms),
     m.Say: st.builds(m.Say, rid=rids, room=rooms, id=msg_ids, text=texts, action=st.booleans()),
@@ -126,6 +128,16 @@ STRATEGIES: dict[type[m.Message], st.SearchStrategy[m.Message]] = {
     m.Stats: st.builds(m.Stats, rid=rids),
     m.Ping: st.builds(m.Ping, rid=rids),
     m.Bye: st.builds(m.Bye, rid=rids, reason=topics),
+    m.Away: st.builds(m.Away, rid=rids, text=topics),
+    m.Whois: st.builds(m.Whois, rid=rids, nick=nicks),
+    m.Op: st.builds(m.Op, rid=rids, room=rooms, nick=nicks, op=st.booleans()),
+    m.Search: st.builds(
+        m.Search,
+        rid=rids,
+        room=rooms,
+        text=topics.filter(str.strip),
+        limit=st.integers(0, rules.MAX_HISTORY),
+    ),
     m.Welcome: st.builds(
         m.Welcome,
         rid=rids,
@@ -149,8 +161,27 @@ STRATEGIES: dict[type[m.Message], st.SearchStrategy[m.Message]] = {
         last=wire_ints,
         history=st.lists(events, max_size=3),
     ),
-    m.Ack: st.builds(m.Ack, rid=rids, id=msg_ids, seq=wire_ints, dup=st.booleans()),
-    m.Names: st.builds(m.Names, rid=rids, room=rooms, members=st.lists(nicks, max_size=5)),
+    m.Ack: st.builds(
+        m.Ack, rid=rids, id=msg_ids, seq=wire_ints, dup=st.booleans(), away=any_text
+    ),
+    m.Names: st.builds(
+        m.Names,
+        rid=rids,
+        room=rooms,
+        members=st.lists(nicks, max_size=5),
+        away=st.lists(nicks, max_size=2),
+    ),
+    m.WhoisIs: st.builds(
+        m.WhoisIs,
+        rid=rids,
+        nick=nicks,
+        online=st.booleans(),
+        rooms=st.lists(rooms, max_size=3),
+        away=any_text,
+        idle=floats,
+        seen=floats,
+        key=any_text,
+    ),
     m.RoomList: st.builds(
         m.RoomList,
         rid=rids,

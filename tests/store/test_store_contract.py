@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from zchat.store import Appended, Entry, MemoryStore, SQLiteStore, Store, StoreError
+from zchat.store.records import RoomRecord
 from zchat.store.sqlite import SCHEMA_VERSION
 
 MakeStore = Callable[[], Store]
@@ -408,3 +409,43 @@ def test_sqlite_store_is_held_by_one_broker_at_a_time(tmp_path: Path) -> None:
         SQLiteStore(tmp_path / "s.db")
     first.close()
     SQLiteStore(tmp_path / "s.db").close()  # free again once closed
+
+
+# ------------------------------------------------------- search (§6.13)
+
+
+def _say(store: Store, log: str, msg_id: str, text: str, kind: str = "msg") -> None:
+    store.append(log, msg_id, "alice", RoomRecord(kind, "alice", text, 1.0).pack())
+
+
+def test_search_finds_the_newest_messages_holding_every_word(store: Store) -> None:
+    for i in range(30):
+        _say(store, "#dev", f"m{i}", f"Deploy #{i} on Friday" if i % 3 == 0 else f"lunch {i}")
+    _say(store, "#dev", "j", "deploy friday", kind="join")  # a notice, not a message
+    _say(store, "#ops", "o", "deploy friday")  # another room
+    found = store.search("#dev", "friday DEPLOY", 4)
+    assert [e.msg_id for e in found] == ["m18", "m21", "m24", "m27"]  # newest, oldest first
+    assert store.search("#dev", "deploy lunch", 10) == []
+    assert store.search("#dev", "dep", 10) == []  # whole words
+    assert store.search("#dev", "  ?! ", 10) == []  # no words
+    assert store.search("#nowhere", "deploy", 10) == []
+    # What is stored after a search is found by the next one.
+    _say(store, "#dev", "late", "deploy friday again")
+    assert [e.msg_id for e in store.search("#dev", "friday", 2)] == ["m27", "late"]
+
+
+def test_sqlite_store_of_schema_1_is_migrated_and_its_messages_found(tmp_path: Path) -> None:
+    path = tmp_path / "zchat.sqlite3"
+    store = SQLiteStore(path)
+    _say(store, "#dev", "old", "written before search existed")
+    store.close()
+    db = sqlite3.connect(str(path))
+    with db:
+        db.executescript("DROP TABLE search; DROP TABLE indexed;")
+    db.close()
+    _set_meta(path, "schema", "1")
+    again = SQLiteStore(path)
+    try:
+        assert [e.msg_id for e in again.search("#dev", "existed", 5)] == ["old"]
+    finally:
+        again.close()

@@ -11,6 +11,7 @@ acknowledged or published that could still be lost (docs/protocol.md §6.4).
 from __future__ import annotations
 
 import enum
+import hashlib
 import secrets
 import uuid
 from collections import OrderedDict
@@ -25,7 +26,8 @@ from zchat.protocol import messages as m
 from zchat.protocol.codec import Frames
 from zchat.protocol.errors import Code
 from zchat.protocol.rules import MAX_HISTORY, nick_key
-from zchat.store import Store, StoreUnavailable
+from zchat.store import Entry, Store, StoreUnavailable
+from zchat.store.records import DmRecord, RoomRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ class Session:
     last_seen: float
     user: str = ""  # the CURVE public key it authenticated with ("" without CURVE)
     hello_id: str = ""  # HELLO.id of the registration that made it (§6.1)
+    away: str = ""  # the away message; "" while here (§6.13)
+    active: float = 0.0  # when it last said something (SAY, TELL): WHOIS idle time
     rooms: set[str] = field(default_factory=set)
     tokens: float = 0.0  # rate-limit bucket, refilled from `refilled` on
     refilled: float = 0.0
@@ -149,6 +153,17 @@ def _settings(raw: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and keys <= data.keys() else None
 
 
+def _last_seen(nick: str) -> str:
+    """The store state that records when a nick's last session ended (WHOIS)."""
+    return "%" + nick_key(nick)
+
+
+def _fingerprint(key: str) -> str:
+    """A short, stable name for a CURVE public key, to compare out of band."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return " ".join(digest[i : i + 4] for i in range(0, 16, 4))
+
+
 def _owner(nick: str) -> str:
     """The store state that records which CURVE key a nick belongs to."""
     return "~" + nick_key(nick)
@@ -160,10 +175,6 @@ def _throttled(lim: Limits, wait: float) -> ProtocolError:
         f"slow down: more than {lim.rate:g} requests a second; try again in {wait:.1f} s",
         retry_after=round(wait, 3),
     )
-
-
-#: Log entries' bodies, packed by one reused Packer (the broker's hot path).
-_PACK = msgpack.Packer().pack
 
 
 class BrokerCore:
@@ -372,7 +383,8 @@ class BrokerCore:
         if settings.private and req.room not in s.rooms:
             raise ProtocolError(Code.NOT_MEMBER, f"#{req.room} is invite-only")
         members, more = _fit_names(_nicks(room), _LIST_BUDGET)
-        out.append(Send(s.peer, m.Names(req.rid, req.room, members, more)))
+        away = sorted(x.nick for x in room.members if x.away) if room else []
+        out.append(Send(s.peer, m.Names(req.rid, req.room, members, more, away)))
 
     def _rooms_req(
         self, peer: bytes, s: Session, req: m.Rooms, now: float, out: list[Effect]
@@ -388,6 +400,56 @@ class BrokerCore:
     def _bye(self, peer: bytes, s: Session, req: m.Bye, now: float, out: list[Effect]) -> None:
         self._end(s, f"quit: {req.reason}" if req.reason else "quit", now, out)
         out.append(Send(peer, m.Ok(req.rid)))
+
+    def _away(self, peer: bytes, s: Session, req: m.Away, now: float, out: list[Effect]) -> None:
+        s.away = req.text
+        out.append(Show(f"* {s.nick} is away: {req.text}" if req.text else f"* {s.nick} is back"))
+        out.append(Send(s.peer, m.Ok(req.rid)))
+
+    def _whois(self, peer: bytes, s: Session, req: m.Whois, now: float, out: list[Effect]) -> None:
+        target = self._by_nick.get(nick_key(req.nick))
+        owner = self.store.get_state(_owner(req.nick))
+        key = _fingerprint(owner.decode()) if owner else ""
+        if target is not None:
+            rooms = sorted(
+                name
+                for name in target.rooms
+                if name in s.rooms or not self._rooms[name].private  # never another's secret
+            )
+            idle = round(now - (target.active or target.last_seen), 1)
+            reply = m.WhoisIs(req.rid, target.nick, True, rooms, target.away, idle, 0.0, key)
+        else:
+            seen = self.store.get_state(_last_seen(req.nick))
+            if seen is None and self.store.get_state(_inbox(req.nick)) is None:
+                raise ProtocolError(Code.NO_SUCH_NICK, f"nobody is called {req.nick}")
+            reply = m.WhoisIs(req.rid, req.nick, False, seen=float(seen or 0.0), key=key)
+        out.append(Send(s.peer, reply))
+
+    def _op(self, peer: bytes, s: Session, req: m.Op, now: float, out: list[Effect]) -> None:
+        room = self._live_room_for_op(s, req.room)
+        ids = self._target_ids(req.nick)
+        if req.op:
+            if len(room.ops | ids) > self.config.limits.max_room_list:
+                raise ProtocolError(
+                    Code.TOO_MANY, f"#{room.name} has as many operators as it keeps"
+                )
+            room.ops |= ids
+        else:
+            room.ops -= ids
+        self._save_room(room)
+        self._event(room.name, "op", s.nick, ("" if req.op else "-") + req.nick, now, out)
+        verb = "made" if req.op else "removed"
+        out.append(Show(f"* {s.nick} {verb} {req.nick} an operator of #{room.name}"))
+        out.append(Send(s.peer, m.Ok(req.rid)))
+
+    def _search(
+        self, peer: bytes, s: Session, req: m.Search, now: float, out: list[Effect]
+    ) -> None:
+        self._require_readable(s, req.room)
+        log = _room_log(req.room)
+        events = [_event_of(req.room, e) for e in self.store.search(log, req.text, req.limit)]
+        found = m.Events(req.rid, req.room, _fit_events(events, newest=True), self.store.last(log))
+        out.append(Send(s.peer, found))
 
     def _stats_req(
         self, peer: bytes, s: Session | None, req: m.Stats, now: float, out: list[Effect]
@@ -430,9 +492,7 @@ class BrokerCore:
             raise self._store_unavailable(now)
         self._claim(req.nick, user)
         lim = self.config.limits
-        session = Session(
-            self._new_token(), req.nick, peer, now, user, req.id, tokens=lim.burst
-        )
+        session = Session(self._new_token(), req.nick, peer, now, user, req.id, tokens=lim.burst)
         session.refilled = now
         self._by_peer[peer] = session
         self._by_token[session.token] = session
@@ -530,6 +590,8 @@ class BrokerCore:
         return len(room.members) < self.config.announce_limit
 
     def _end(self, s: Session, reason: str, now: float, out: list[Effect]) -> None:
+        # First: if the store cannot take it, the session is still whole.
+        self.store.set_state(_last_seen(s.nick), repr(now).encode())
         for name in sorted(s.rooms):
             self._part(s, name, reason, now, out)
         self._by_token.pop(s.token, None)
@@ -557,6 +619,7 @@ class BrokerCore:
             star = "* " + s.nick if req.action else "<" + s.nick + ">"
             out.append(Show(f"[#{req.room}] {star} {req.text}"))
         out.append(Send(s.peer, m.Ack(req.rid, req.id, seq, dup)))
+        s.active = now
 
     def _tell(self, peer: bytes, s: Session, req: m.Tell, now: float, out: list[Effect]) -> None:
         target = self._by_nick.get(nick_key(req.to))
@@ -564,7 +627,7 @@ class BrokerCore:
         if not known:
             raise ProtocolError("no_such_nick", f"nobody is called {req.to}")
         to = target.nick if target else req.to
-        body = _PACK((req.id, s.nick, to, req.text, now, req.action))
+        body = DmRecord(req.id, s.nick, to, req.text, now, req.action).pack()
         stored = self.store.append(_inbox(req.to), req.id, s.nick, body)
         if stored.duplicate:
             self.counters.duplicates += 1
@@ -574,7 +637,9 @@ class BrokerCore:
             if target is not None:
                 dm = m.Dm(req.id, s.nick, to, req.text, now, req.action, stored.seq)
                 out.append(Send(target.peer, dm))
-        out.append(Send(s.peer, m.Ack(req.rid, req.id, stored.seq, stored.duplicate)))
+        away = target.away if target is not None else ""
+        out.append(Send(s.peer, m.Ack(req.rid, req.id, stored.seq, stored.duplicate, away)))
+        s.active = now
 
     def _deliver_inbox(self, s: Session, now: float, out: list[Effect]) -> None:
         """Send the DMs not yet SEEN by ``s.nick`` (§6.6); they stay until confirmed."""
@@ -583,7 +648,7 @@ class BrokerCore:
             self.store.set_state(log, str(self.store.last(log)).encode())
             return
         for entry in self.store.read(log, self._cursor(s.nick), MAX_HISTORY):
-            msg_id, sender, to, text, ts, action = msgpack.unpackb(entry.body)
+            msg_id, sender, to, text, ts, action = DmRecord.unpack(entry.body)
             out.append(Send(s.peer, m.Dm(msg_id, sender, to, text, ts, action, entry.seq)))
 
     def _cursor(self, nick: str) -> int:
@@ -651,6 +716,11 @@ class BrokerCore:
             ids.add("key:" + owner.decode())
         return ids
 
+    def _require_readable(self, s: Session, name: str) -> None:
+        """A private room's log is for its members only (§6.11)."""
+        if name not in s.rooms and (self._rooms.get(name) or self._load_room(name)).private:
+            raise ProtocolError(Code.NOT_MEMBER, f"#{name} is invite-only")
+
     def _require_op(self, s: Session, room: Room) -> None:
         if not self._is_op(s, room):
             raise ProtocolError("not_op", f"only operators of #{room.name} can do that")
@@ -717,11 +787,7 @@ class BrokerCore:
     def _history(
         self, peer: bytes, s: Session, req: m.History, now: float, out: list[Effect]
     ) -> None:
-        if (
-            req.room not in s.rooms
-            and (self._rooms.get(req.room) or self._load_room(req.room)).private
-        ):
-            raise ProtocolError("not_member", f"#{req.room} is invite-only")
+        self._require_readable(s, req.room)
         if req.after:
             events = self._read(req.room, req.after, req.limit, before=False)
             events = _fit_events(events, newest=False)
@@ -749,7 +815,7 @@ class BrokerCore:
         DEALER and never near the broadcast socket (§6.11).
         """
         msg_id = msg_id or uuid.uuid4().hex
-        body = _PACK((kind, nick, text, now))
+        body = RoomRecord(kind, nick, text, now).pack()
         stored = self.store.append(_room_log(room), msg_id, nick, body)
         if not stored.duplicate:
             event = m.Event.trusted(room, stored.seq, kind, nick, text, now, msg_id)
@@ -766,11 +832,7 @@ class BrokerCore:
         entries = (
             self.store.read_before(log, pos, limit) if before else self.store.read(log, pos, limit)
         )
-        events = []
-        for e in entries:
-            kind, nick, text, ts = msgpack.unpackb(e.body)
-            events.append(m.Event.trusted(room, e.seq, kind, nick, text, ts, e.msg_id))
-        return events
+        return [_event_of(room, e) for e in entries]
 
     def _load_room(self, name: str) -> Room:
         """A room's settings from the store (a fresh Room if it has none)."""
@@ -800,6 +862,11 @@ class BrokerCore:
 
 #: Bytes of names or events one reply may carry, well under MAX_BODY_BYTES.
 _LIST_BUDGET = 48 * 1024
+
+
+def _event_of(room: str, entry: Entry) -> m.Event:
+    kind, nick, text, ts = RoomRecord.unpack(entry.body)
+    return m.Event.trusted(room, entry.seq, kind, nick, text, ts, entry.msg_id)
 
 
 def _nicks(room: Room | None) -> list[str]:
@@ -878,4 +945,8 @@ _VERBS: dict[type[m.Request], Verb] = {
     m.Ban: Verb(BrokerCore._ban),
     m.Seen: Verb(BrokerCore._seen, metered=False),
     m.Bye: Verb(BrokerCore._bye, metered=False),
+    m.Away: Verb(BrokerCore._away, writes=_never),
+    m.Whois: Verb(BrokerCore._whois, writes=_never),
+    m.Op: Verb(BrokerCore._op),
+    m.Search: Verb(BrokerCore._search, writes=_never),
 }

@@ -75,7 +75,7 @@ class Broadcast(Message):
 # --------------------------------------------------------------------- shared
 
 
-EVENT_KINDS = frozenset({"msg", "action", "join", "leave", "kick", "nick", "topic"})
+EVENT_KINDS = frozenset({"msg", "action", "join", "leave", "kick", "nick", "topic", "op"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,8 @@ class Event(Broadcast):
     ``kind`` says what happened: ``msg`` and ``action`` (/me) carry ``text``;
     ``join``/``leave`` carry a reason in ``text``; ``kick``: ``nick`` was
     removed, ``text`` says by whom and why; ``nick`` carries the new nick in
-    ``text``; ``topic`` carries the new topic.
+    ``text``; ``topic`` carries the new topic; ``op``: ``nick`` made the nick
+    in ``text`` an operator of the room, ``-`` before it: no longer one.
     """
 
     TYPE: ClassVar[bytes] = b"EVENT"
@@ -250,6 +251,68 @@ class Topic(Request):
         _set(self, "room", rules.normalize_room(self.room))
         if self.topic is not None:
             rules.check_topic(self.topic)
+
+
+@dataclass(frozen=True, slots=True)
+class Away(Request):
+    """Mark the session away with ``text``, or back with "" (§6.13). Not stored."""
+
+    TYPE: ClassVar[bytes] = b"AWAY"
+    rid: int
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        _check_rid(self.rid)
+        if self.text:
+            rules.check_topic(self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Whois(Request):
+    """What the broker knows of ``nick`` (§6.13)."""
+
+    TYPE: ClassVar[bytes] = b"WHOIS"
+    rid: int
+    nick: str
+
+    def __post_init__(self) -> None:
+        _check_rid(self.rid)
+        rules.check_nick(self.nick)
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Request):
+    """A room operator makes ``nick`` an operator of the room, or (``op`` false) not (§6.11)."""
+
+    TYPE: ClassVar[bytes] = b"OP"
+    rid: int
+    room: str
+    nick: str
+    op: bool = True
+
+    def __post_init__(self) -> None:
+        _check_rid(self.rid)
+        _set(self, "room", rules.normalize_room(self.room))
+        rules.check_nick(self.nick)
+
+
+@dataclass(frozen=True, slots=True)
+class Search(Request):
+    """The newest ``limit`` messages of ``room`` that contain the words of ``text`` (§6.13)."""
+
+    TYPE: ClassVar[bytes] = b"SEARCH"
+    rid: int
+    room: str
+    text: str
+    limit: int = 20
+
+    def __post_init__(self) -> None:
+        _check_rid(self.rid)
+        _set(self, "room", rules.normalize_room(self.room))
+        rules.check_topic(self.text)
+        if not self.text.strip():
+            raise ProtocolError("empty", "search for what?")
+        _check_count("limit", self.limit, rules.MAX_HISTORY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +513,7 @@ class Ack(Reply):
     id: str
     seq: int
     dup: bool = False
+    away: str = ""  # a DM's recipient is away: its message (§6.13)
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +523,23 @@ class Names(Reply):
     room: str
     members: list[str]
     more: int = 0  # members not listed, to keep the reply under the body limit
+    away: list[str] = field(default_factory=list)  # those of `members` who are away
+
+
+@dataclass(frozen=True, slots=True)
+class WhoisIs(Reply):
+    """Answer to WHOIS (§6.13). ``idle``: seconds since the nick last said anything
+    (online); ``seen``: when its last session ended (offline; 0: unknown)."""
+
+    TYPE: ClassVar[bytes] = b"WHOISIS"
+    rid: int
+    nick: str
+    online: bool
+    rooms: list[str] = field(default_factory=list)
+    away: str = ""
+    idle: float = 0.0
+    seen: float = 0.0
+    key: str = ""  # with CURVE: a fingerprint of the key that owns the nick
 
 
 @dataclass(frozen=True, slots=True)
@@ -644,10 +725,10 @@ class Synced(Broadcast):
 
 REQUESTS: tuple[type[Request], ...] = (
     Hello, Join, Leave, Say, Tell, Nick, Topic, Who, Rooms, History, Seen, Invite, Kick, Ban,
-    Stats, Ping, Bye,
+    Stats, Ping, Bye, Away, Whois, Op, Search,
 )  # fmt: skip
 FROM_BROKER: tuple[type[Message], ...] = (
     Welcome, Ok, Joined, Ack, Names, RoomList, TopicIs, Events, Pong, StatsReply, Error, Dm,
-    Invited, PrivateEvent,
+    Invited, PrivateEvent, WhoisIs,
 )  # fmt: skip
 BROADCASTS: tuple[type[Broadcast], ...] = (Event, Beat, Shutdown, Synced)

@@ -14,6 +14,7 @@ inbox's delivery cursor), overwritten as a whole.
 from __future__ import annotations
 
 import abc
+import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -64,6 +65,13 @@ class Store(abc.ABC):
         """Append ``body`` to ``log`` unless ``msg_id`` is in it already."""
 
     @abc.abstractmethod
+    def search(self, log: str, text: str, limit: int) -> list[Entry]:
+        """The newest ``limit`` messages of room log ``log`` whose text holds every
+        word of ``text`` (whole words, any case), oldest first. Room logs only:
+        their bodies are ``records.RoomRecord``; the index is built as searches
+        need it, never on the append path."""
+
+    @abc.abstractmethod
     def read(self, log: str, after: int, limit: int) -> list[Entry]:
         """Up to ``limit`` entries with ``seq > after``, oldest first."""
 
@@ -106,3 +114,8 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; the store is unusable afterwards."""
+
+
+def search_words(text: str) -> list[str]:
+    """The words a search looks for: runs of letters and digits, lower-cased."""
+    return [w.lower() for w in re.findall(r"\w+", text)][:16]

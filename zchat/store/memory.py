@@ -7,7 +7,8 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from zchat.store.base import Appended, Entry, Store
+from zchat.store.base import Appended, Entry, Store, search_words
+from zchat.store.records import RoomRecord
 
 
 class _Log:
@@ -71,6 +72,19 @@ class MemoryStore(Store):
 
     def get_state(self, log: str) -> bytes | None:
         return self._state.get(log)
+
+    def search(self, log: str, text: str, limit: int) -> list[Entry]:
+        lg = self._logs.get(log)
+        wanted = set(search_words(text))
+        if lg is None or not wanted or limit <= 0:
+            return []
+        found: list[Entry] = []
+        for entry in reversed(lg.entries):
+            if wanted <= set(search_words(RoomRecord.unpack(entry.body).searchable)):
+                found.append(entry)
+                if len(found) == limit:
+                    break
+        return found[::-1]
 
     def set_state(self, log: str, value: bytes) -> None:
         self.writes += 1

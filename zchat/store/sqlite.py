@@ -11,12 +11,34 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from zchat.store.base import Appended, Entry, Store, StoreError, StoreLost, StoreUnavailable
+from zchat.store.base import (
+    Appended,
+    Entry,
+    Store,
+    StoreError,
+    StoreLost,
+    StoreUnavailable,
+    search_words,
+)
+from zchat.store.records import RoomRecord
 
 #: Bump when the schema changes, with a migration from every older version.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+#: Version 2: the words of room messages, for SEARCH (docs/protocol.md §6.13),
+#: indexed when a search needs them (`indexed` says how far, per log), never
+#: on the append path. detail=none: words only, no positions; a third of the cost.
+_SEARCH = """
+CREATE VIRTUAL TABLE search USING fts5(
+    text, log UNINDEXED, seq UNINDEXED, detail=none, columnsize=0
+);
+CREATE TABLE indexed (log TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+"""
+#: Entries one search indexes at most before it answers from what is indexed.
+_INDEX_BATCH = 50_000
+
+_SCHEMA = (
+    """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE entries (
     log    TEXT    NOT NULL,
@@ -29,6 +51,8 @@ CREATE TABLE entries (
 CREATE UNIQUE INDEX entries_id ON entries (log, msg_id);
 CREATE TABLE state (log TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 """
+    + _SEARCH
+)
 
 
 class SQLiteStore(Store):
@@ -89,12 +113,21 @@ class SQLiteStore(Store):
             raise StoreError(f"store {self.path}: not a zchat store (no meta table)")
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         version = meta.get("schema", "none")
+        if version == "1":
+            self._migrate_1_to_2()
+            version = "2"
         if version != str(SCHEMA_VERSION):
             raise StoreError(
                 f"store {self.path}: schema version {version}, this zchat reads "
                 f"version {SCHEMA_VERSION}; use the zchat that wrote it, or another --store"
             )
         return str(meta["epoch"])
+
+    def _migrate_1_to_2(self) -> None:
+        """Add the search tables; searches index what was stored before."""
+        self._db.executescript(
+            "BEGIN;" + _SEARCH + "UPDATE meta SET value = '2' WHERE key = 'schema'; COMMIT;"
+        )
 
     def append(self, log: str, msg_id: str, sender: str, body: bytes) -> Appended:
         seq = self.last(log) + 1
@@ -135,6 +168,47 @@ class SQLiteStore(Store):
                 return 0  # not cached: asking about any name must not grow memory
             cached = self._last[log] = int(row[0])
         return cached
+
+    def search(self, log: str, text: str, limit: int) -> list[Entry]:
+        words = search_words(text)
+        if not words or limit <= 0:
+            return []
+        self._index(log)
+        query = " ".join(f'"{w}"' for w in words)  # \w+ words: nothing to escape
+        rows = self._db.execute(
+            "SELECT e.seq, e.msg_id, e.sender, e.body FROM search"
+            " JOIN entries e ON e.log = search.log AND e.seq = search.seq"
+            " WHERE search MATCH ? AND search.log = ? ORDER BY search.seq DESC LIMIT ?",
+            (query, log, limit),
+        ).fetchall()
+        return [Entry(*row) for row in reversed(rows)]
+
+    def _index(self, log: str) -> None:
+        """Index the messages of ``log`` stored since its last search, oldest
+        first, at most _INDEX_BATCH of them (the rest at the next search)."""
+        row = self._db.execute("SELECT seq FROM indexed WHERE log = ?", (log,)).fetchone()
+        done = int(row[0]) if row else 0
+        if done >= self.last(log) or self._pending:
+            return
+        rows = self._db.execute(
+            "SELECT seq, body FROM entries WHERE log = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (log, done, _INDEX_BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        words = [(t, log, seq) for seq, body in rows if (t := RoomRecord.unpack(body).searchable)]
+        # An index, not history: in the open batch if there is one, but never
+        # part of what a failed batch replays; if the disk is full, answer from
+        # what is indexed.
+        try:
+            self._db.execute("SAVEPOINT indexing")
+            self._db.executemany("INSERT INTO search (text, log, seq) VALUES (?, ?, ?)", words)
+            self._db.execute("INSERT OR REPLACE INTO indexed VALUES (?, ?)", (log, rows[-1][0]))
+            self._db.execute("RELEASE indexing")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK TO indexing")
+                self._db.execute("RELEASE indexing")
 
     def get_state(self, log: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM state WHERE log = ?", (log,)).fetchone()
