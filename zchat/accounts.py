@@ -8,7 +8,11 @@ user is ``account:NAME`` and the broker binds the nick to that (§6.11).
 
 The file is text, one account a line, ``#`` comments::
 
-    alice scrypt$16384$8$1$<salt, base64>$<hash, base64> sha256:5f1c...e0
+    alice scrypt$16384$8$1$<salt, base64>$<hash, base64> sha256:5f1c...e0 cert:MIIB...
+
+``cert:`` holds a client certificate (DER, base64): the IRC door trusts the
+certificates listed here, self-signed ones included, for its TLS handshakes,
+and finds the account by the certificate's fingerprint.
 
 Names follow the nick rules (docs/protocol.md §3.1) and compare
 case-insensitively. The file is written whole to a temporary file and renamed,
@@ -95,6 +99,7 @@ class Account:
     name: str  # as typed when it was made (display case)
     hash: str = ""  # "" for an account that logs in with a certificate only
     fingerprints: list[str] = field(default_factory=list)
+    certs: list[bytes] = field(default_factory=list)  # DER client certificates
 
 
 # A hash no password matches, checked for unknown names so that a wrong name
@@ -138,10 +143,16 @@ class Accounts:
                 hashed = "" if len(words) < 2 or words[1] == "-" else words[1]
                 if hashed and not hashed.startswith("scrypt$"):
                     raise ValueError("the hash must start with scrypt$ (or be - for none)")
-                prints = [normalize_fingerprint(w) for w in words[2:]]
+                prints = [normalize_fingerprint(w) for w in words[2:] if not w.startswith("cert:")]
+                certs = [
+                    base64.b64decode(w[5:], validate=True)
+                    for w in words[2:]
+                    if w.startswith("cert:")
+                ]
             except (ValueError, ProtocolError) as exc:
                 raise AccountsError(f"{p}, line {number}: {exc}") from None
-            out[nick_key(name)] = Account(name, hashed, prints)
+            prints += [fingerprint(c) for c in certs if fingerprint(c) not in prints]
+            out[nick_key(name)] = Account(name, hashed, prints, certs)
         accounts = cls(p, out)
         accounts.mtime_ns = mtime
         return accounts
@@ -186,9 +197,19 @@ class Accounts:
                 return account.name
         return None
 
+    def certificates(self) -> list[bytes]:
+        """Every client certificate (DER) of every account: what TLS should trust."""
+        return [c for a in self._by_key.values() for c in a.certs]
+
     # ----------------------------------------------------------------- writing
 
-    def set(self, name: str, password: str | None = None, add_fingerprint: str = "") -> Account:
+    def set(
+        self,
+        name: str,
+        password: str | None = None,
+        add_fingerprint: str = "",
+        add_cert: bytes = b"",
+    ) -> Account:
         """Create or update ``name``: a new password (None keeps the old one) and
         optionally one more certificate fingerprint. ``save()`` writes it."""
         try:
@@ -202,6 +223,10 @@ class Accounts:
         account = self._by_key.setdefault(nick_key(name), Account(name))
         if password is not None:
             account.hash = hash_password(password)
+        if add_cert:
+            add_fingerprint = fingerprint(add_cert)
+            if add_cert not in account.certs:
+                account.certs.append(add_cert)
         if add_fingerprint:
             fp = normalize_fingerprint(add_fingerprint)
             if fp not in account.fingerprints:
@@ -221,7 +246,8 @@ class Accounts:
         ]
         for key in sorted(self._by_key):
             a = self._by_key[key]
-            lines.append(" ".join([a.name, a.hash or "-", *a.fingerprints]))
+            certs = ["cert:" + _b64(c) for c in a.certs]
+            lines.append(" ".join([a.name, a.hash or "-", *a.fingerprints, *certs]))
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -364,7 +364,7 @@ def keygen(name: str, directory: str) -> None:
 @click.argument("name")
 @click.option("--accounts", help="Accounts file [the broker config's accounts].")
 @click.option(
-    "--cert", "cert", help="Also log in with this client certificate's SHA-256 fingerprint."
+    "--cert", "cert", help="Also log in with this client certificate (PEM file) (SASL EXTERNAL)."
 )
 @click.option("--no-password", is_flag=True, help="Certificate only: set or keep no password.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin, not a prompt.")
@@ -386,6 +386,8 @@ def passwd(
     certificate fingerprint (SASL EXTERNAL); the file is re-read by a running
     broker at the next login.
     """
+    import os
+
     from zchat.accounts import Accounts, AccountsError
 
     path = accounts or _load(BrokerConfig, config_file, {}).accounts
@@ -409,7 +411,16 @@ def passwd(
                 )
         elif book.get(name) is None and not cert:
             raise click.ClickException("--no-password needs --cert for a new account")
-        book.set(name, password, add_fingerprint=cert or "")
+        der = b""
+        if cert and os.path.exists(cert):
+            import ssl
+
+            try:
+                with open(cert, encoding="ascii") as f:
+                    der = ssl.PEM_cert_to_DER_cert(f.read())
+            except (ValueError, OSError, UnicodeDecodeError) as exc:
+                raise click.ClickException(f"{cert}: not a PEM certificate ({exc})") from None
+        book.set(name, password, add_fingerprint="" if der else cert or "", add_cert=der)
         book.save()
     except (ValueError, AccountsError) as exc:
         raise click.ClickException(str(exc)) from None
