@@ -273,7 +273,7 @@ class _ForeignPage(http.server.BaseHTTPRequestHandler):
 
     target = ""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = f"""<!doctype html><title>trying</title><script>
 const ws = new WebSocket({json.dumps(self.target)});
 ws.onopen = () => {{ document.title = "opened"; }};
