@@ -1604,3 +1604,15 @@ def test_search_finds_messages_and_keeps_private_rooms_private(h: Harness) -> No
     h.say(A, "secret", "the deploy key is hunter2")
     assert h.req(B, m.Search, "secret", "deploy").error == "not_member"
     assert len(h.req(A, m.Search, "secret", "deploy").expect(m.Events).events) == 1
+
+
+def test_rejoins_just_after_a_restart_are_not_announced() -> None:
+    """§6.2: clients coming back into their rooms after a broker restart do not
+    write a join event each into every room's history; later rejoins do."""
+    h = Harness(timeout=15.0)
+    h.hello(A, "alice")
+    out = h.req(A, m.Join, "dev", 20, False, True)
+    assert out.events == [] and out.expect(m.Joined).members == ["alice"]
+    h.now += 31  # past twice the timeout: a rejoin is news again
+    h.hello(B, "bob")
+    assert [e.kind for e in h.req(B, m.Join, "dev", 20, False, True).events] == ["join"]

@@ -108,7 +108,9 @@ STRATEGIES: dict[type[m.Message], st.SearchStrategy[m.Message]] = {
     m.Hello: st.builds(
         m.Hello, rid=rids, nick=nicks, resume=st.text(max_size=64), id=st.just("") | msg_ids
     ),
-    m.Join: st.builds(m.Join, rid=rids, room=rooms, history=st.integers(0, 500)),
+    m.Join: st.builds(
+        m.Join, rid=rids, room=rooms, history=st.integers(0, 500), rejoin=st.booleans()
+    ),
     m.Leave: st.builds(m.Leave, rid=rids, room=rooms),
     m.Say: st.builds(m.Say, rid=rids, room=rooms, id=msg_ids, text=texts, action=st.booleans()),
     m.Tell: st.builds(m.Tell, rid=rids, to=nicks, id=msg_ids, text=texts, action=st.booleans()),

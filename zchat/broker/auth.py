@@ -86,7 +86,8 @@ def zap_reply(frames: Sequence[bytes], ring: KeyRing) -> tuple[list[bytes], str]
     def answer(code: bytes, text: bytes, user: bytes = b"") -> list[bytes]:
         return [*head, b"1.0", request_id, code, text, user, b""]
 
-    where = address.decode("ascii", "replace")
+    # An IPv4 peer of an IPv6 socket is ::ffff:a.b.c.d; the operator knows it as a.b.c.d.
+    where = address.decode("ascii", "replace").removeprefix("::ffff:")
     if version != b"1.0" or domain != DOMAIN or mechanism != b"CURVE" or len(creds) != 1:
         return answer(b"400", b"not a zchat CURVE client"), f"{where}: not CURVE"
     public = z85.encode(creds[0])

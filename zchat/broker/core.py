@@ -547,8 +547,11 @@ class BrokerCore:
                 raise ProtocolError("invite_only", f"#{req.room} is invite-only")
             self._rooms[req.room] = room  # before the event: it says whether to publish it
             announced = self._announced(room)
+            # Just after a restart, clients come back into the rooms they were in:
+            # their joins are no news, and would fill every room's history.
+            quiet = req.rejoin and now < self.started + 2 * self.config.timeout
             room.members.add(s)  # before the event: a private room tells s too
-            if announced:
+            if announced and not quiet:
                 try:
                     self._event(req.room, "join", s.nick, "", now, out)
                 except StoreUnavailable:  # not stored: not joined either

@@ -165,6 +165,8 @@ class Join(Request):
 
     ``private`` matters only when the JOIN creates the room: it is then
     invite-only and its traffic never goes on the broadcast socket (§6.11).
+    ``rejoin``: the client was in the room when its broker went away; just
+    after a broker restart such a join is not announced (§6.2).
     """
 
     TYPE: ClassVar[bytes] = b"JOIN"
@@ -172,6 +174,7 @@ class Join(Request):
     room: str
     history: int = 20
     private: bool = False
+    rejoin: bool = False
 
     def __post_init__(self) -> None:
         _check_rid(self.rid)
