@@ -439,3 +439,54 @@ def test_failed_authentication_is_said_after_the_screen_closes(
         ), everything
     finally:
         mallory.close()
+
+
+# ------------------------------------------------------ issue 11: rough edges
+
+
+def test_a_dead_broker_shows_at_once_with_what_waits_to_be_sent(
+    tmp_path: Path, procs: list[Proc]
+) -> None:
+    """kill -9: the status line says "reconnecting" at once (the dropped TCP connection),
+    not after the heartbeat timeout (15 s here), and counts the lines typed since."""
+    store = tmp_path / "slow"
+    store.mkdir()
+    slow = Broker(store, "--heartbeat", "5", "--timeout", "15")
+    procs.append(slow)
+    alice = Term(tmp_path, slow, "alice")
+    try:
+        joined(alice)
+        slow.signal(signal.SIGKILL)
+        slow.wait_exit()
+        alice.wait(lambda s: Term.last_status(s).rstrip().endswith("| reconnecting"), timeout=3)
+        alice.type("anyone there?")
+        alice.keys("Enter")
+        alice.wait(lambda s: Term.last_status(s).rstrip().endswith("reconnecting (1 queued)"))
+        again = Broker(store, "--heartbeat", "5", "--timeout", "15", port=slow.port)
+        procs.append(again)
+        alice.wait(r"<alice> anyone there\?", timeout=40)
+        alice.wait(lambda s: Term.last_status(s).rstrip().endswith("| connected"))
+    finally:
+        alice.close()
+
+
+def test_kicked_history_nick_and_tab_lines_read_clearly(
+    term: Callable[..., Term], client: Start
+) -> None:
+    op = client("opal", room="dev")  # first in #dev: its operator
+    op.wait_for(r"^-- joined #dev")
+    bob = term("bob")
+    joined(bob)
+    op.send("one\tcolumn", "two", "three")
+    bob.wait(r"<opal> three")
+    assert "one    column" in bob.screen() and "\\x09" not in bob.screen()
+    bob.type("/history 2")
+    bob.keys("Enter")
+    bob.wait(r"^-- history of #dev: the last 2 event\(s\)")
+    bob.wait(r"^-- end of history of #dev")
+    bob.type("/nick bad nick!")
+    bob.keys("Enter")
+    bob.wait(r"!! invalid nick 'bad nick!'")
+    op.send("/kick bob enough")
+    bob.wait(r"!! bob was removed from #dev \(by opal: enough\): that is you")
+    assert "| connected" in bob.status()
