@@ -7,7 +7,7 @@ from typing import Any
 
 from zchat.protocol import decode_request
 from zchat.protocol import messages as m
-from zchat.web.bridge import Bridge, to_json
+from zchat.web.bridge import MAX_LOGIN_FAILURES, Bridge, to_json
 
 PEER = b"\xffweb:\x00\x00\x00\x00\x00\x00\x00\x01"
 
@@ -216,15 +216,46 @@ def test_closing_the_page_ends_the_session_and_a_drop_keeps_it() -> None:
 
 def test_logins_check_the_account_and_the_account_owns_its_nick() -> None:
     accounts = {"alice": "s3cret"}
-    b = Bridge(PEER, lambda name, pw: accounts.get(name) == pw)
+
+    def verify(name: str, password: str) -> str:  # the file spells it "Alice"
+        return "Alice" if accounts.get(name.lower()) == password else ""
+
+    b = Bridge(PEER, verify)
     reqs, (out,) = page(b, type="hello", rid=1, nick="alice")
     assert reqs == [] and out["code"] == "bad_login"
     reqs, (out,) = page(b, type="hello", rid=2, nick="alice", password="wrong")
     assert reqs == [] and out["code"] == "bad_login" and b.user == ""
-    (hello,), _ = page(b, type="hello", rid=3, nick="alice", password="s3cret")
-    assert isinstance(hello, m.Hello) and hello.nick == "alice"
-    assert b.user == "account:alice"
+    (hello,), _ = page(b, type="hello", rid=3, nick="ALICE", password="s3cret")
+    assert isinstance(hello, m.Hello) and hello.nick == "Alice"  # the account's own nick
+    assert b.user == "account:Alice"
     reqs, _ = b.receive(json.dumps({"type": "rooms"}), 0.0)
-    assert reqs[0].user == "account:alice"  # every request carries the account
+    assert reqs[0].user == "account:Alice"  # every request carries the account
     reqs, (out,) = page(b, type="hello", rid=4, nick="bob", password="x")
     assert out["code"] == "bad_login"  # one connection, one account
+
+
+def test_failed_logins_are_counted_and_stop_at_the_limit() -> None:
+    b = Bridge(PEER, lambda name, pw: "alice" if pw == "right" else "")
+    for _ in range(MAX_LOGIN_FAILURES):
+        page(b, type="hello", nick="alice", password="wrong")
+    assert b.failures == MAX_LOGIN_FAILURES
+    reqs, (out,) = page(b, type="hello", nick="alice", password="right")
+    assert reqs == [] and out["text"] == "too many failed logins"
+
+
+def test_every_request_of_the_protocol_has_a_page_message() -> None:
+    b = logged_in()
+    reqs, _ = page(b, type="away", text="lunch")
+    assert reqs == [m.Away(reqs[0].rid, "lunch")]
+    (whois,), _ = page(b, type="whois", nick="bob")
+    assert isinstance(whois, m.Whois) and whois.nick == "bob"
+    (op,), _ = page(b, type="op", room="dev", nick="bob", op=False)
+    assert isinstance(op, m.Op) and not op.op
+    (search,), _ = page(b, type="search", room="dev", text="deploy", limit=5)
+    assert isinstance(search, m.Search) and search.limit == 5
+    (join,), _ = page(b, type="join", room="dev", history=0, rejoin=True)
+    assert isinstance(join, m.Join) and join.rejoin
+    (hello,), _ = page(Bridge(PEER), type="hello", nick="zed", id="reg1")
+    assert isinstance(hello, m.Hello) and hello.id == "reg1"
+    reachable = {type(r) for r in (whois, op, search, join, hello, reqs[0])}
+    assert reachable <= set(m.REQUESTS)

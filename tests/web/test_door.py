@@ -291,3 +291,37 @@ def test_beyond_loopback_without_tls_the_operator_is_warned() -> None:
         assert "warning" not in d.describe()
     finally:
         d.close()
+
+
+def test_an_allow_list_broker_wants_a_login_and_the_account_owns_its_nick(tmp_path: Path) -> None:
+    from zchat.accounts import Accounts
+
+    book = Accounts.load(tmp_path / "accounts", missing_ok=True)
+    book.set("Alice", "s3cret")
+    book.save()
+    with pytest.raises(DoorError, match="set accounts"):
+        open_door(BrokerConfig(web="127.0.0.1:0", curve_secret_key="broker.key"))
+    cfg = BrokerConfig(web="127.0.0.1:0", curve_secret_key="broker.key",
+                       accounts=str(tmp_path / "accounts"))  # fmt: skip
+    d = open_door(cfg)
+    assert isinstance(d, WebDoor) and "logins against the accounts file" in d.describe()
+    pump = Pump(d)
+    try:
+        with ws(d) as c:
+            assert recv(c, "door")["login"] is True
+            c.send(json.dumps({"type": "hello", "rid": 1, "nick": "alice"}))
+            assert recv(c, "error")["code"] == "bad_login"
+            c.send(json.dumps({"type": "hello", "rid": 2, "nick": "alice", "password": "s3cret"}))
+            welcome = recv(c, "welcome")
+            assert welcome["nick"] == "Alice"  # as the accounts file spells it
+        assert pump.core.store.get_state("~alice") == b"account:Alice"  # the nick is owned
+        with ws(d) as c:  # three wrong passwords and the connection is closed
+            for rid in range(3):
+                c.send(json.dumps({"type": "hello", "rid": rid, "nick": "Alice",
+                                   "password": "guess"}))  # fmt: skip
+            with pytest.raises(ConnectionClosed) as exc:
+                while True:
+                    recv(c, "never")
+            assert exc.value.rcvd is not None and exc.value.rcvd.code == 1008
+    finally:
+        pump.stop()

@@ -35,8 +35,11 @@ from zchat.protocol import Code, ProtocolError, encode
 from zchat.protocol import messages as m
 from zchat.protocol.rules import nick_key
 
-#: A login check: (name, password) -> whether they match an account.
-Verify = Callable[[str, str], bool]
+#: A login check: (name, password) -> the account's name as the accounts file
+#: spells it, or "" when they do not match an account.
+Verify = Callable[[str, str], str]
+#: Failed logins one connection may make; the door closes it at the next.
+MAX_LOGIN_FAILURES = 3
 
 #: Largest JSON message a page may send (a 4,000-byte text escaped as \uXXXX fits).
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -57,8 +60,8 @@ class _Row:
 
 
 _ROWS: dict[str, _Row] = {
-    "hello": _Row(m.Hello, ("nick", "resume")),
-    "join": _Row(m.Join, ("room", "history", "private")),
+    "hello": _Row(m.Hello, ("nick", "resume", "id")),
+    "join": _Row(m.Join, ("room", "history", "private", "rejoin")),
     "leave": _Row(m.Leave, ("room",)),
     "say": _Row(m.Say, ("room", "id", "text", "action")),
     "tell": _Row(m.Tell, ("to", "id", "text", "action")),
@@ -71,6 +74,10 @@ _ROWS: dict[str, _Row] = {
     "invite": _Row(m.Invite, ("room", "nick")),
     "kick": _Row(m.Kick, ("room", "nick", "reason")),
     "ban": _Row(m.Ban, ("room", "nick", "ban")),
+    "away": _Row(m.Away, ("text",)),
+    "whois": _Row(m.Whois, ("nick",)),
+    "op": _Row(m.Op, ("room", "nick", "op")),
+    "search": _Row(m.Search, ("room", "text", "limit")),
     "ping": _Row(m.Ping, ()),
     "bye": _Row(m.Bye, ("reason",)),
 }
@@ -171,6 +178,8 @@ class Bridge:
         self._held: list[_Held] = []
         self._next_ping = float("inf")
         self._closed = False
+        #: Failed logins so far; the door closes the connection past MAX_LOGIN_FAILURES.
+        self.failures = 0
 
     # ------------------------------------------------------------ from the page
 
@@ -196,16 +205,26 @@ class Bridge:
         return [self._send(page_rid, req, now)], []
 
     def _login(self, body: dict[str, Any]) -> str | None:
-        """Check a hello's account and password; None when they match (web door login)."""
+        """Check a hello's account and password; None when they match.
+
+        On success the hello's nick becomes the account's name as the file
+        spells it: the session is ``account:NAME`` and the broker binds the
+        nick to it (§6.11).
+        """
         assert self.verify is not None
         name, password = body.get("nick"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             return "log in with an account name and its password"
-        if self.user and self.user != "account:" + name:
-            return "this connection is logged in as another account"
-        if not self.verify(name, password):
+        if self.failures >= MAX_LOGIN_FAILURES:
+            return "too many failed logins"
+        account = self.verify(name, password)
+        if not account:
+            self.failures += 1
             return "wrong account name or password"
-        self.user = "account:" + name
+        if self.user and self.user != "account:" + account:
+            return "this connection is logged in as another account"
+        self.user = "account:" + account
+        body["nick"] = account
         return None
 
     # ---------------------------------------------------------- from the broker

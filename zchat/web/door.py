@@ -34,10 +34,11 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from zchat.accounts import Accounts, AccountsError
 from zchat.broker.doors import DOOR_MARK, Door, DoorError, DoorRequest
 from zchat.config import BrokerConfig
 from zchat.protocol import messages as m
-from zchat.web.bridge import MAX_MESSAGE_BYTES, Bridge, Verify, to_json
+from zchat.web.bridge import MAX_LOGIN_FAILURES, MAX_MESSAGE_BYTES, Bridge, Verify, to_json
 
 PREFIX = DOOR_MARK + b"web:"
 #: Unsent bytes a connection may have; past it the browser is not reading: closed.
@@ -344,11 +345,13 @@ class WebDoor(Door):
                 self._http(conn, event, now)
             elif isinstance(event, Frame) and conn.bridge is not None:
                 if event.opcode is Opcode.TEXT:
-                    reqs, texts = conn.bridge.receive(
-                        bytes(event.data).decode("utf-8", "replace"), now
-                    )
+                    text = bytes(event.data).decode("utf-8", "replace")
+                    reqs, texts = conn.bridge.receive(text, now)
                     requests.extend(reqs)
                     self._send_texts(conn, texts)
+                    if conn.bridge.failures >= MAX_LOGIN_FAILURES:
+                        conn.proto.send_close(1008, "too many failed logins")
+                        break
                 elif event.opcode is Opcode.BINARY:
                     conn.proto.send_close(1003, "text frames only")
         if conn.bridge is not None:
@@ -481,8 +484,9 @@ def open_door(config: BrokerConfig) -> Door:
         except (OSError, ssl.SSLError) as exc:
             raise DoorError(f"web door: cannot load the TLS certificate or key: {exc}") from None
     verify: Verify | None = None
-    if config.curve_secret_key and config.curve_clients:
-        # An allow-list broker: browsers log in with an account (zchat passwd).
+    if config.curve_secret_key and not config.curve_open:
+        # An allow-list broker (as for the IRC door): browsers log in with an
+        # account (zchat passwd), which owns its nick.
         verify = _accounts(config.accounts)
     return WebDoor(
         config.web, tls=tls, verify=verify, heartbeat=config.heartbeat, timeout=config.timeout
@@ -496,12 +500,24 @@ def _accounts(path: str) -> Verify:
             "accounts to a password file (zchat passwd NAME)"
         )
     try:
-        from zchat.accounts import Accounts  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise DoorError("web door: logins need zchat.accounts, not in this version") from None
-    try:
-        accounts = Accounts.load(path)
-    except OSError as exc:
-        raise DoorError(f"web door: cannot read the accounts file {path}: {exc}") from None
-    verify: Verify = accounts.verify
-    return verify
+        return _Logins(path)
+    except AccountsError as exc:
+        raise DoorError(f"web door: {exc}") from None
+
+
+class _Logins:
+    """Password checks against the accounts file, re-read when it changes (zchat passwd)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.accounts = Accounts.load(path)
+
+    def __call__(self, name: str, password: str) -> str:
+        if self.accounts.changed():
+            # A broken file keeps the last good one; the next login tries again.
+            with contextlib.suppress(AccountsError):
+                self.accounts = Accounts.load(self.path)
+        if not self.accounts.verify(name, password):
+            return ""
+        account = self.accounts.get(name)
+        return account.name if account is not None else ""
