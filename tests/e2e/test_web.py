@@ -166,6 +166,14 @@ def test_browsers_and_a_terminal_chat_in_a_room_and_by_dm(
         e.text for e in d.find_elements(By.CSS_SELECTOR, "#members li")}, "members")  # fmt: skip
     type_line(bob, "/me waves")
     shows(alice, "* bobwaves")
+    carol.send("/topic release day: ship it")  # carol made the room: its operator
+    until(alice, lambda d: d.find_element(By.ID, "topic").text == "release day: ship it",
+          "the topic is not shown")  # fmt: skip
+    type_line(bob, "/away lunch")
+    until(alice, lambda d: d.find_elements(By.CSS_SELECTOR, '#members li.away[data-member="bob"]'),
+          "bob is not shown away")  # fmt: skip
+    type_line(alice, "/whois bob")
+    shows(alice, "bob is online in #lobby, away: lunch")
 
     # Direct messages: browser to browser, terminal to browser, browser to terminal.
     type_line(bob, "/msg alice psst, alice")

@@ -20,7 +20,7 @@
     current: null,             // {kind: "room"|"dm", name}
     outbox: [],                // {id, kind: "say"|"tell", target, text, action}
     pendingEls: new Map(),     // message id -> its "unsent" line
-    seenDms: [], away: false, nickRetries: 0,
+    seenDms: [], away: false, awayText: "", nickRetries: 0, helloId: "",
   };
 
   function save() {
@@ -197,7 +197,9 @@
     list($("rooms"), [...S.rooms.values()].sort((a, b) => a.name.localeCompare(b.name)), "room", (w) => "#" + w.name);
     list($("dms"), [...S.dms.values()], "dm", (w) => w.nick);
     $("me").textContent = S.nick + (S.away ? " (away)" : "");
-    document.title = unreadTotal() ? "(" + unreadTotal() + ") zchat" : "zchat";
+    const total = unreadTotal();
+    document.title = total ? "(" + total + ") zchat" : "zchat";
+    $("unread-all").textContent = total ? String(total) : "";
   }
 
   function unreadTotal() {
@@ -295,7 +297,8 @@
   function hello() {
     if (!S.doorReady || S.helloSent) return;
     S.helloSent = true;
-    const fields = { nick: S.nick, resume: S.token };
+    if (!S.helloId) S.helloId = newId(); // the same on every try until a welcome (§6.1)
+    const fields = { nick: S.nick, resume: S.token, id: S.helloId };
     if (S.login) fields.password = S.password;
     send("hello", fields, onWelcome);
   }
@@ -316,7 +319,7 @@
       showLogin(msg.text);
       return;
     }
-    S.connected = true; S.backoff = 500; S.nickRetries = 0;
+    S.connected = true; S.backoff = 500; S.nickRetries = 0; S.helloId = "";
     S.nick = msg.nick; S.token = msg.session; S.timeout = msg.timeout || 15;
     if (S.epoch && msg.epoch !== S.epoch) {
       for (const r of S.rooms.values()) { r.pos = 0; r.oldest = 0; r.log.replaceChildren(); r.ready = false; }
@@ -326,7 +329,8 @@
     $("login").classList.add("hidden");
     $("app").classList.remove("hidden");
     setStatus("connected", "connected");
-    for (const r of S.rooms.values()) join(r, r.pos ? 0 : HISTORY);
+    for (const r of S.rooms.values()) join(r, r.pos ? 0 : HISTORY, r.pos > 0);
+    if (S.away) send("away", { text: S.awayText });
     if (!S.current && S.rooms.size) show("room", S.rooms.keys().next().value);
     else if (S.current) show(S.current.kind, S.current.name);
     flushOutbox();
@@ -335,8 +339,8 @@
 
   // ---------------------------------------------------------------- rooms
 
-  function join(r, history) {
-    send("join", { room: r.name, history, private: r.wantPrivate }, (msg) => {
+  function join(r, history, rejoin) {
+    send("join", { room: r.name, history, private: r.wantPrivate, rejoin: !!rejoin }, (msg) => {
       if (msg.type === "error") {
         noticeIn(r, "cannot join #" + r.name + ": " + msg.text, "error");
         if (!r.pos) forget(r);
@@ -357,6 +361,7 @@
         noticeIn(r, "the broker's history of #" + r.name + " is shorter than what was shown; continuing from there");
         r.pos = msg.last;
       }
+      presence(r);
       for (const [seq] of r.buffer) if (seq <= r.pos) r.buffer.delete(seq);
       drain(r, true);
       if (msg.last > r.pos) gap(r, msg.last);
@@ -364,6 +369,16 @@
         $("topic").textContent = r.topic; drawMembers();
         stick(r, true);
       }
+    });
+  }
+
+  function presence(r) {
+    // Who is away: NAMES.away (docs/protocol.md §6.13).
+    send("who", { room: r.name }, (msg) => {
+      if (msg.type === "error" || !Array.isArray(msg.members)) return;
+      const away = new Set((msg.away || []).map((n) => n.toLowerCase()));
+      r.members = new Map(msg.members.map((n) => [n.toLowerCase(), { nick: n, away: away.has(n.toLowerCase()) }]));
+      if (S.current && S.current.kind === "room" && S.current.name === r.name) drawMembers();
     });
   }
 
@@ -555,6 +570,7 @@
       }
       if (item.kind === "tell") {
         if (row) { row.remove(); S.pendingEls.delete(item.id); }
+        if (msg.away) noticeIn(dm(item.target), item.target + " is away: " + msg.away);
         const d = dm(item.target);
         const was = atBottom(d.pane);
         d.log.append(item.action ? line("action", Date.now() / 1000, "* " + S.nick, item.text)
@@ -590,6 +606,10 @@
     kick: "/kick NICK [REASON] - remove NICK from the current room; operators only",
     ban: "/ban NICK - keep NICK out of the current room; operators only",
     unban: "/unban NICK - lift a ban in the current room; operators only",
+    op: "/op NICK - make NICK an operator of the current room; operators only",
+    deop: "/deop NICK - take NICK's operator rights in the current room; operators only",
+    whois: "/whois NICK - what the broker knows of NICK (online, rooms, away, idle)",
+    search: "/search WORDS - the current room's messages holding every word",
     help: "/help [COMMAND] - this list, or one command's help",
     quit: "/quit [REASON] - leave the chat",
   };
@@ -697,12 +717,47 @@
       case "away": {
         const w = currentWindow();
         let told;
-        if (S.away && !rest) { S.away = false; told = "is back"; notice("you are back"); }
-        else { S.away = true; told = rest ? "is away: " + rest : "is away"; notice("you are away; /away again when back"); }
+        if (S.away && !rest) { S.away = false; S.awayText = ""; told = "is back"; notice("you are back"); }
+        else {
+          S.away = true; S.awayText = rest.slice(0, 300) || "away"; told = rest ? "is away: " + rest : "is away";
+          notice("you are away; /away again when back");
+        }
+        send("away", { text: S.away ? S.awayText : "" }, replyNotice("away"));
         drawLists();
         if (w && w.kind === "room") queue("say", w.name, told, true);
         break;
       }
+      case "whois":
+        if (!arg) { notice(HELP.whois, "error"); return; }
+        send("whois", { nick: arg }, (msg) => {
+          if (msg.type === "error") { notice("whois: " + msg.text, "error"); return; }
+          if (!msg.online) {
+            notice(msg.nick + " is offline" + (msg.seen ? ", last seen " + stamp(msg.seen) : ""));
+          } else {
+            notice(msg.nick + " is online" + (msg.rooms.length ? " in " + msg.rooms.map((x) => "#" + x).join(" ") : "") +
+              (msg.away ? ", away: " + msg.away : "") + ", idle " + Math.round(msg.idle) + " s");
+          }
+          if (msg.key) notice(msg.nick + "'s key: " + msg.key);
+        });
+        break;
+      case "search": {
+        if (!needRoom() || !rest) { if (r) notice(HELP.search, "error"); return; }
+        send("search", { room: r.name, text: rest, limit: 50 }, (msg) => {
+          if (msg.type === "error") { notice("search: " + msg.text, "error"); return; }
+          noticeIn(r, msg.events.length + " message(s) of #" + r.name + " with " + rest);
+          const was = atBottom(r.pane);
+          for (const ev of msg.events) { const row = eventLine(ev); row.classList.add("found"); r.log.append(row); }
+          stick(r, was);
+        });
+        break;
+      }
+      case "op": case "deop":
+        if (!needRoom() || !arg) { if (r) notice(HELP[cmd], "error"); return; }
+        send("op", { room: r.name, nick: arg, op: cmd === "op" }, (msg) => {
+          notice(msg.type === "error" ? cmd + ": " + msg.text : arg + (cmd === "op" ? " is now an operator of #" : " is no longer an operator of #") + r.name,
+            msg.type === "error" ? "error" : "notice");
+        });
+        break;
       case "history": {
         if (!needRoom()) return;
         const n = Math.max(1, Math.min(500, parseInt(arg || "20", 10) || 20));
