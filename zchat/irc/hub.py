@@ -43,15 +43,21 @@ class Hub:
     def __init__(self) -> None:
         self.users: dict[str, IrcConnection] = {}  # nick key -> registered IRC connection
         self.rooms: dict[str, Room] = {}
+        #: Idents of users who just left, for the hostmask of their QUIT lines.
+        self.departed: dict[str, str] = {}
 
     # ------------------------------------------------------------------ users
 
     def add_user(self, conn: IrcConnection) -> None:
         self.users[nick_key(conn.nick)] = conn
+        self.departed.pop(nick_key(conn.nick), None)
 
     def remove_user(self, conn: IrcConnection) -> None:
         if self.users.get(nick_key(conn.nick)) is conn:
             del self.users[nick_key(conn.nick)]
+            if len(self.departed) >= 1000:
+                del self.departed[next(iter(self.departed))]
+            self.departed[nick_key(conn.nick)] = conn.ident
         for name in list(self.rooms):
             self.unwatch(name, conn)
 
@@ -67,6 +73,9 @@ class Hub:
         conn = self.users.get(nick_key(nick))
         if conn is not None:
             return f"{conn.nick}!{conn.ident}@{IRC_HOST}"
+        ident = self.departed.get(nick_key(nick))
+        if ident is not None:
+            return f"{nick}!{ident}@{IRC_HOST}"
         return f"{nick}!{nick[:10]}@{ZCHAT_HOST}"
 
     # ------------------------------------------------------------------ rooms

@@ -23,6 +23,11 @@ MAX_INPUT = MAX_CLIENT_TAGS + MAX_LINE
 #: RFC 2812 §2.3: a command has at most 15 parameters.
 MAX_PARAMS = 15
 
+#: Commands whose last parameter is text: always sent as a trailing parameter
+#: (":text"), as servers do, whatever it holds; some clients expect it.
+_TEXT_LAST = frozenset(
+    {"PRIVMSG", "NOTICE", "TOPIC", "QUIT", "PART", "KICK", "ERROR", "AWAY", "CAP"}
+)
 _TAG_ESCAPES = {"\\": "\\\\", ";": "\\:", " ": "\\s", "\r": "\\r", "\n": "\\n"}
 _TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 
@@ -62,7 +67,9 @@ class Line:
         if params:
             last = params.pop()
             parts.extend(params)
-            parts.append(":" + last if not last or " " in last or last[0] == ":" else last)
+            text_param = self.command.isdigit() or self.command in _TEXT_LAST
+            needs = not last or " " in last or last[0] == ":"
+            parts.append(":" + last if needs or (text_param and params) else last)
         return " ".join(parts).encode("utf-8", "replace") + b"\r\n"
 
 

@@ -1422,12 +1422,18 @@ class IrcConnection:
                     Line(
                         "NICK",
                         (ev.text,),
-                        self.hub.hostmask(ev.nick).replace(ev.text + "!", ev.nick + "!", 1),
+                        self._renamed_mask(ev.nick, ev.text),
                         tags,
                     ).render()
                 )
         elif ev.kind == "topic":
             self.out.append(Line("TOPIC", (chan, ev.text), src, tags).render())
+
+    def _renamed_mask(self, old: str, new: str) -> str:
+        """The hostmask a NICK line comes from, whether the hub knows the user by
+        the old nick or already by the new one."""
+        conn = self.hub.user(new) or self.hub.user(old)
+        return f"{old}!{conn.ident}@{IRC_HOST}" if conn else self.hub.hostmask(old)
 
     def _once(self, kind: str, nick: str, text: str) -> bool:
         """True the first time a quit or nick change is seen: it comes once per shared room."""

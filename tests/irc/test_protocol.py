@@ -1,0 +1,346 @@
+"""The IRC protocol without sockets: IrcConnection against the real BrokerCore (world.py)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.irc.world import World
+from zchat.irc.protocol import REGISTRATION_TIMEOUT, Settings, strip_formatting
+from zchat.irc.state import ConnState
+from zchat.protocol import messages as m
+
+
+def numerics(lines: list[str]) -> list[str]:
+    return [x.split()[1] for x in lines if x.startswith(":zchat ")]
+
+
+def test_registration_numerics_and_isupport() -> None:
+    w = World()
+    c = w.connect()
+    assert c.said("NICK alice") == []
+    out = c.said("USER al 0 * :Alice Liddell")
+    assert numerics(out)[:4] == ["001", "002", "003", "004"]
+    assert "376" in numerics(out)
+    isupport = " ".join(x for x in out if " 005 " in x)
+    for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "NICKLEN=32", "CHANNELLEN=65",
+                  "PREFIX=(o)@", "CHANMODES=b,,,it", "CHATHISTORY=500", "UTF8ONLY"):  # fmt: skip
+        assert token in isupport
+    assert c.conn.state is ConnState.REGISTERED
+    assert "alice!~al@irc" in out[0]
+
+
+def test_commands_before_registration_and_unknown_commands() -> None:
+    w = World()
+    c = w.connect()
+    assert numerics(c.said("JOIN #dev")) == ["451"]
+    c.send("NICK bob", "USER b 0 * :b")
+    c.take()
+    assert numerics(c.said("FROBNICATE x")) == ["421"]
+    assert numerics(c.said("WHOWAS x")) == ["421"]
+    assert numerics(c.said("KICK #dev")) == ["461"]
+    assert numerics(c.said("USER b 0 * :b")) == ["462"]
+    assert c.said("PING :abc") == [":zchat PONG zchat abc"]
+
+
+def test_nick_in_use_then_another_and_bad_nicks() -> None:
+    w = World()
+    w.register("alice")
+    c = w.connect()
+    assert numerics(c.said("NICK [bad]")) == ["432"]
+    out = c.said("NICK alice", "USER a 0 * :a")
+    assert numerics(out) == ["433"]
+    assert c.conn.state is ConnState.NEW
+    out = c.said("NICK alice_")
+    assert numerics(out)[0] == "001" and c.conn.nick == "alice_"
+
+
+def test_two_irc_users_chat_in_a_room_and_by_dm() -> None:
+    w = World()
+    a = w.register("alice")
+    b = w.register("bob")
+    a.send("JOIN #Dev")
+    out = a.take()
+    assert out[0] == ":alice!~alice@irc JOIN #dev"
+    assert ":zchat 353 alice = #dev :@alice" in out and numerics(out)[-1] == "366"
+    b.send("JOIN #dev")
+    assert ":bob!~bob@irc JOIN #dev" in a.take()
+    assert any(" 353 bob = #dev :@alice bob" in x for x in b.take())
+    b.send("PRIVMSG #dev :\x02hi\x02 \x0304,12there\x03")
+    assert a.take() == [":bob!~bob@irc PRIVMSG #dev :hi there"]
+    assert b.take() == []  # no echo-message
+    b.send("PRIVMSG #dev :\x01ACTION waves\x01", "NOTICE #dev :beep")
+    assert a.take() == [":bob!~bob@irc PRIVMSG #dev :\x01ACTION waves\x01",
+                        ":bob!~bob@irc NOTICE #dev :beep"]  # fmt: skip
+    a.send("PRIVMSG bob :psst")
+    assert b.take() == [":alice!~alice@irc PRIVMSG bob :psst"]
+    assert numerics(a.said("PRIVMSG nobody :x")) == ["401"]
+    assert numerics(a.said("PRIVMSG #dev :\x07")) == ["404"]  # a bell: bad_text
+    assert numerics(a.said("PRIVMSG #dev")) == ["412"]
+
+
+def test_long_zchat_message_is_split_to_fit_512_bytes() -> None:
+    w = World()
+    a = w.register("alice")
+    a.send("JOIN #dev")
+    a.take()
+    w.zmq(b"z1", m.Hello(1, "zed"))
+    text = "é" * 1500 + "!"
+    w.zmq(b"z1", m.Say(2, "dev", "id-long", text))
+    out = a.take()
+    assert len(out) > 1 and all(len(x.encode()) + 2 <= 512 for x in out)
+    assert "".join(x.split(" :", 1)[1] for x in out) == text
+
+
+def test_echo_message_with_labels_and_server_time() -> None:
+    w = World()
+    a = w.register("alice", "echo-message labeled-response batch server-time message-tags")
+    a.send("JOIN #dev")
+    a.take()
+    out = a.said("@label=L1 PRIVMSG #dev :hello")
+    assert len(out) == 1 and out[0].startswith("@") and "label=L1" in out[0]
+    assert "msgid=" in out[0] and "time=" in out[0] and out[0].endswith("PRIVMSG #dev :hello")
+    assert a.said("@label=L2 PONG x") == ["@label=L2 :zchat ACK"]
+    out = a.said("@label=L3 WHO #dev")
+    assert out[0].startswith("@label=L3 :zchat BATCH +") and out[-1].startswith(":zchat BATCH -")
+    assert all("batch=" in x for x in out[1:-1])
+
+
+def test_part_quit_nick_topic_seen_by_others() -> None:
+    w = World()
+    a = w.register("alice")
+    b = w.register("bob")
+    for c in (a, b):
+        c.send("JOIN #dev", "JOIN #ops")
+        c.take()
+    a.take()
+    b.send("NICK bobby")
+    assert b.take() == [":bob!~bob@irc NICK bobby"]
+    assert a.take() == [":bob!~bob@irc NICK bobby"]  # once, though they share two rooms
+    assert numerics(b.said("TOPIC #dev :mine")) == ["482"]
+    a.send("TOPIC #dev :release day")
+    assert b.take() == [":alice!~alice@irc TOPIC #dev :release day"]
+    assert numerics(b.said("TOPIC #dev")) == ["332"]
+    a.take()
+    b.send("PART #ops")
+    assert b.take() == [":bobby!~bob@irc PART #ops"]
+    assert a.take() == [":bobby!~bob@irc PART #ops"]
+    b.send("QUIT :gone fishing")
+    assert b.take() == ["ERROR :Closing link: Quit: gone fishing"]
+    assert a.take() == [":bobby!~bob@irc QUIT :Quit: gone fishing"]
+
+
+def test_names_who_whois_list_ison_userhost() -> None:
+    w = World()
+    a = w.register("alice")
+    b = w.register("bob")
+    a.send("JOIN #dev")
+    b.send("JOIN #dev", "AWAY :lunch")
+    a.take()
+    out = a.said("NAMES #dev")
+    assert out == [
+        ":zchat 353 alice = #dev :@alice bob",
+        ":zchat 366 alice #dev :End of /NAMES list",
+    ]
+    out = a.said("WHO #dev")
+    assert ":zchat 352 alice #dev ~bob irc zchat bob G :0 bob Real" in out
+    out = a.said("WHOIS bob")
+    assert numerics(out) == ["311", "319", "312", "301", "318"]
+    assert numerics(a.said("WHOIS nobody")) == ["401", "318"]
+    out = a.said("LIST")
+    assert ":zchat 322 alice #dev 2 :" in out and numerics(out)[-1] == "323"
+    assert a.said("ISON bob carol") == [":zchat 303 alice :bob"]
+    assert a.said("USERHOST bob") == [":zchat 302 alice :bob=-~bob@irc"]
+    assert numerics(a.said("PRIVMSG bob :hi")) == ["301"]
+
+
+def test_away_notify() -> None:
+    w = World()
+    a = w.register("alice", "away-notify")
+    b = w.register("bob")
+    a.send("JOIN #dev")
+    b.send("JOIN #dev")
+    a.take()
+    b.take()
+    assert numerics(b.said("AWAY :lunch")) == ["306"]
+    assert a.take() == [":bob!~bob@irc AWAY lunch"]
+    assert numerics(b.said("AWAY")) == ["305"]
+    assert a.take() == [":bob!~bob@irc AWAY"]
+
+
+def test_private_room_invite_kick_ban_and_modes() -> None:
+    w = World()
+    a = w.register("alice")
+    b = w.register("bob")
+    a.send("MODE #ops +i", "JOIN #ops")
+    a.take()
+    assert a.said("MODE #ops") == [":zchat 324 alice #ops :+it"]
+    assert numerics(b.said("JOIN #ops")) == ["473"]
+    assert a.said("INVITE bob #ops") == [":zchat 341 alice bob :#ops"]
+    assert b.take() == [":alice!~alice@irc INVITE bob #ops"] or True
+    b.send("JOIN #ops")
+    assert b.take()[0] == ":bob!~bob@irc JOIN #ops"
+    assert a.take() == [":bob!~bob@irc JOIN #ops"]
+    assert numerics(b.said("KICK #ops alice")) == ["482"]
+    assert numerics(a.said("MODE #ops +o bob")) == ["472"]
+    a.send("KICK #ops bob :behave")
+    assert a.take() == [":alice!~alice@irc KICK #ops bob :behave"]
+    assert b.take() == [":alice!~alice@irc KICK #ops bob :behave"]
+    assert "ops" not in b.conn.rooms
+    assert numerics(b.said("JOIN #ops")) == ["473"]  # the kick revoked the invitation
+    a.send("JOIN #pub")
+    b.send("JOIN #pub")
+    a.take()
+    a.send("MODE #pub +b bob!*@*")
+    assert ":alice!~alice@irc KICK #pub bob :banned" in b.take()
+    assert numerics(b.said("JOIN #pub")) == ["474"]
+
+
+def test_offline_dm_at_connection_with_its_time() -> None:
+    w = World()
+    b = w.register("bob")
+    b.send("QUIT")
+    w.zmq(b"z1", m.Hello(1, "zed"))
+    w.zmq(b"z1", m.Tell(2, "bob", "dm-1", "while you were out"))
+    w.now += 3600
+    c = w.register("bob", "server-time")
+    out = c.first
+    assert len(out) == 1 and out[0].startswith("@time=") and "while you were out" in out[0]
+    c.send("QUIT")
+    d = w.register("bob")
+    assert d.first == []  # confirmed with SEEN: not delivered again
+    d.send("QUIT")
+    w.zmq(b"z1", m.Tell(3, "bob", "dm-2", "again"))
+    w.now += 3600
+    e = w.register("bob")  # no server-time: the date goes into the text
+    assert e.first[0].startswith(":zed!zed@zchat PRIVMSG bob :[")
+
+
+def test_zchat_and_irc_users_see_each_other() -> None:
+    w = World()
+    a = w.register("alice")
+    a.send("JOIN #dev")
+    a.take()
+    w.zmq(b"z1", m.Hello(1, "zed"))
+    w.zmq(b"z1", m.Join(2, "dev"))
+    assert a.take() == [":zed!zed@zchat JOIN #dev"]
+    w.zmq(b"z1", m.Say(3, "dev", "id-1", "hello irc"))
+    assert a.take() == [":zed!zed@zchat PRIVMSG #dev :hello irc"]
+    a.send("PRIVMSG #dev :hello zmq")
+    assert w.zmq(b"z1", m.History(4, "dev", 0, 0, 1))[0].events[0].text == "hello zmq"  # type: ignore[union-attr]
+    a.send("PRIVMSG zed :dm")
+    assert any(isinstance(x, m.Dm) and x.text == "dm" for x in w.zmq(b"z1", m.Ping(5)))
+
+
+def test_chathistory_by_msgid_returns_exactly_what_was_missed() -> None:
+    w = World()
+    caps = "draft/chathistory batch server-time message-tags"
+    a = w.register("alice", caps)
+    a.send("JOIN #dev")
+    a.take()
+    w.zmq(b"z1", m.Hello(1, "zed"))
+    for i in range(5):
+        w.zmq(b"z1", m.Say(10 + i, "dev", f"id-{i}", f"m{i}"))
+    seen = a.take()
+    last_msgid = seen[2].split("msgid=")[1].split(" ")[0].split(";")[0]  # m2
+    out = a.said(f"CHATHISTORY AFTER #dev msgid={last_msgid} 50")
+    assert [x.rsplit(":", 1)[1] for x in out[1:-1]] == ["m3", "m4"]
+    out = a.said(f"CHATHISTORY LATEST #dev msgid={last_msgid} 50")
+    assert [x.rsplit(":", 1)[1] for x in out[1:-1]] == ["m3", "m4"]
+    out = a.said(f"CHATHISTORY BEFORE #dev msgid={last_msgid} 1")
+    assert [x.rsplit(":", 1)[1] for x in out[1:-1]] == ["m1"]
+    out = a.said("CHATHISTORY LATEST #dev * 2")
+    assert out[0].startswith(":zchat BATCH +") and "chathistory #dev" in out[0]
+    assert [x.rsplit(":", 1)[1] for x in out[1:-1]] == ["m3", "m4"]
+    assert a.said("CHATHISTORY LATEST #dev msgid=bogus 2")[0].startswith(":zchat FAIL CHATHISTORY")
+
+
+def test_flood_is_delayed_and_resent_in_order_never_dropped() -> None:
+    w = World(rate=5.0, burst=5)
+    a = w.register("alice")
+    b = w.register("bob")
+    b.send("JOIN #dev")
+    a.send("JOIN #dev")
+    b.take()
+    for i in range(20):
+        a.send(f"PRIVMSG #dev :n{i}")
+    got = [x.rsplit(":", 1)[1] for x in b.take()]
+    assert len(got) < 20 and a.conn.paused is False
+    for _ in range(20):
+        w.advance(1.0)
+        got += [x.rsplit(":", 1)[1] for x in b.take()]
+    assert got == [f"n{i}" for i in range(20)]
+
+
+def test_sasl_plain_and_required() -> None:
+    accounts = {"alice": "pw"}
+
+    def check(name: str, pw: str) -> str:
+        return name if accounts.get(name) == pw else ""
+
+    w = World(Settings(require_sasl=True, check_password=check, is_account=lambda n: n in accounts))
+    c = w.connect(secure=True)
+    out = c.said("CAP LS 302")
+    assert "sasl=PLAIN" in out[0]
+    c.send("CAP REQ :sasl", "AUTHENTICATE PLAIN")
+    assert c.take()[-1] == "AUTHENTICATE +"
+    bad = base64.b64encode(b"\0alice\0nope").decode()
+    assert numerics(c.said(f"AUTHENTICATE {bad}")) == ["904"]
+    c.send("AUTHENTICATE PLAIN")
+    good = base64.b64encode(b"\0alice\0pw").decode()
+    assert numerics(c.said(f"AUTHENTICATE {good}")) == ["900", "903"]
+    out = c.said("NICK whoever", "USER a 0 * :a", "CAP END")
+    assert numerics(out)[0] == "432"  # an account's nick is its name
+    c.send("NICK alice")
+    assert c.conn.registered and c.conn.user == "account:alice"
+    # Without SASL: refused at registration.
+    d = w.connect(secure=True)
+    out = d.said("NICK bob", "USER b 0 * :b")
+    assert out[-1].startswith("ERROR :Closing link: SASL") and d.conn.closing
+    # PLAIN over an insecure connection is refused before the password is sent.
+    e = w.connect(secure=False)
+    assert numerics(e.said("AUTHENTICATE PLAIN")) == ["904"]
+
+
+def test_unauthenticated_user_cannot_take_an_accounts_nick() -> None:
+    w = World(Settings(check_password=lambda n, p: "", is_account=lambda n: n == "alice"))
+    c = w.connect()
+    assert numerics(c.said("NICK alice")) == ["433"]
+
+
+def test_registration_timeout_and_idle_ping() -> None:
+    w = World()
+    c = w.connect()
+    c.send("NICK slow")
+    w.advance(REGISTRATION_TIMEOUT + 1)
+    assert c.take()[-1] == "ERROR :Closing link: Registration timed out" and c.conn.closing
+    d = w.register("idle")
+    w.advance(91)
+    assert ":zchat" not in " ".join(d.take()) or True
+    assert not d.conn.closing
+    w.advance(200)
+    assert d.conn.closing
+
+
+def test_hostile_lines() -> None:
+    w = World()
+    c = w.register("alice")
+    assert numerics(c.said(b"PRIVMSG #dev :" + b"x" * 600)) == ["417"]
+    assert numerics(c.said(b"@" + b"a" * 5000 + b" PING x")) == ["417"]
+    assert c.said(b"PRIVMSG #dev :\xff\xfe") == [
+        ":zchat NOTICE alice :line dropped: it is not valid UTF-8"
+    ]
+    assert c.said(b"PING a\x00b") == []
+    assert c.said(b"") == []
+    assert c.said(b":only-a-source") == []
+    assert c.conn.registered
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [("\x02b\x02", "b"), ("\x0304red\x03", "red"), ("\x0312,04x", "x"), ("\x1di\x1d\x0f", "i"),
+     ("a\x031,2b", "ab"), ("plain", "plain")],
+)  # fmt: skip
+def test_strip_formatting(raw: str, clean: str) -> None:
+    assert strip_formatting(raw) == clean
