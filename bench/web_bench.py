@@ -1,0 +1,284 @@
+"""W1 and W3 for the web door: WebSocket clients against ``zchat broker --web`` (issue 15).
+
+    python3 bench/web_bench.py            # W1 with K = 10 and 100, W3 with 1,000 and 5,000
+    python3 bench/web_bench.py --quick    # a smoke run in seconds
+
+- **W1 fan-out**: one WebSocket sender says N 100-byte messages into one room as fast as the
+  broker takes them (at most 5,000 unacknowledged, like bench/'s zchat sender); K WebSocket
+  receivers in that room (split over 2 processes) each count every message. Reported:
+  deliveries/s = N × K ÷ (last delivery − first send), and delivered/expected.
+- **W3 idle connections**: M WebSocket clients (2,500 per process) connect, say ``hello`` and
+  join rooms of 100, then stay idle. Reported: time until the last one has its ``joined``, and
+  the broker's RSS growth divided by M.
+
+Every client is the page's protocol (docs/web.md): JSON text messages, the door's Origin. The
+broker runs with a real SQLite store and its rate limit lifted (ZCHAT_RATE, ZCHAT_BURST), as in
+bench/run.py; the same workloads over ZeroMQ are in bench/RESULTS.md. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+DEADLINE = 180.0
+TEXT = "x" * 100
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# ------------------------------------------------------------------ workers
+
+
+async def _open(url: str, origin: str) -> Any:
+    from websockets.asyncio.client import connect
+
+    return await connect(url, origin=origin, max_size=2**20, open_timeout=60,  # type: ignore[arg-type]
+                         ping_interval=None, max_queue=None)  # fmt: skip
+
+
+async def _expect(conn: Any, kind: str) -> dict[str, Any]:
+    while True:
+        msg = json.loads(await asyncio.wait_for(conn.recv(), DEADLINE))
+        if msg["type"] == kind:
+            return msg  # type: ignore[no-any-return]
+        if msg["type"] == "error":
+            raise RuntimeError(f"error waiting for {kind}: {msg}")
+
+
+async def _session(url: str, origin: str, nick: str, room: str | None) -> Any:
+    conn = await _open(url, origin)
+    await conn.send(json.dumps({"type": "hello", "nick": nick}))
+    await _expect(conn, "welcome")
+    if room:
+        await conn.send(json.dumps({"type": "join", "room": room, "history": 0}))
+        await _expect(conn, "joined")
+    return conn
+
+
+async def receivers(url: str, origin: str, count: int, room: str, n: int, tag: str) -> None:
+    conns = await asyncio.gather(
+        *(_session(url, origin, f"r{tag}x{i}", room) for i in range(count))
+    )
+    print("READY", flush=True)
+    got = [0] * count
+    first = [0.0] * count
+    last = [0.0] * count
+
+    async def read(i: int) -> None:
+        conn = conns[i]
+        while got[i] < n:
+            raw = await conn.recv()
+            if '"kind":"msg"' in raw:  # cheap filter, then the real parse (as the page does)
+                msg = json.loads(raw)
+                if msg["type"] == "event" and msg["nick"] == "sender":
+                    now = time.time()
+                    got[i] += 1
+                    first[i] = first[i] or now
+                    last[i] = now
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(read(i) for i in range(count))), DEADLINE)
+    print("RESULT " + json.dumps({"got": sum(got), "last": max(last), "first": min(first)}),
+          flush=True)  # fmt: skip
+    for c in conns:
+        await c.close()
+
+
+async def sender(url: str, origin: str, room: str, n: int, window: int) -> None:
+    conn = await _session(url, origin, "sender", None)
+    acked = sent = 0
+    t0 = time.time()
+
+    async def acks() -> None:
+        nonlocal acked
+        while acked < n:
+            raw = await conn.recv()
+            if '"type":"ack"' in raw:
+                acked += 1
+            elif '"type":"error"' in raw:
+                raise RuntimeError(raw)
+
+    reader = asyncio.create_task(acks())
+    while sent < n:
+        while sent - acked >= window:
+            await asyncio.sleep(0.001)
+        batch = min(n - sent, window - (sent - acked))
+        for _ in range(batch):
+            await conn.send(json.dumps({"type": "say", "room": room, "id": f"m{sent}",
+                                        "text": TEXT}))  # fmt: skip
+            sent += 1
+    await asyncio.wait_for(reader, DEADLINE)
+    print("RESULT " + json.dumps({"t0": t0, "acked": acked, "t_acked": time.time()}), flush=True)
+    await conn.close()
+
+
+async def idle(url: str, origin: str, count: int, start: int, room_size: int) -> None:
+    sem = asyncio.Semaphore(200)  # connect in waves, as many browsers would
+
+    async def one(i: int) -> Any:
+        async with sem:
+            return await _session(url, origin, f"idle{i}", f"room{i // room_size}")
+
+    conns = await asyncio.gather(*(one(start + i) for i in range(count)))
+    print("READY " + json.dumps({"t": time.time()}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    for c in conns:
+        c.transport.abort()
+
+
+def worker(argv: list[str]) -> None:
+    kind, url, origin, *rest = argv
+    if kind == "recv":
+        asyncio.run(receivers(url, origin, int(rest[0]), rest[1], int(rest[2]), rest[3]))
+    elif kind == "send":
+        asyncio.run(sender(url, origin, rest[0], int(rest[1]), int(rest[2])))
+    else:
+        asyncio.run(idle(url, origin, int(rest[0]), int(rest[1]), int(rest[2])))
+
+
+# ------------------------------------------------------------------ harness
+
+
+class Run:
+    """The broker and the worker processes of one case; stopped on the way out."""
+
+    def __init__(self, tmp: Path, max_clients: int) -> None:
+        self.web = free_port()
+        self.url = f"ws://127.0.0.1:{self.web}/ws"
+        self.origin = f"http://127.0.0.1:{self.web}"
+        env = {**os.environ, "ZCHAT_RATE": "1000000", "ZCHAT_BURST": "1000000",
+               "ZCHAT_MAX_CLIENTS": str(max_clients)}  # fmt: skip
+        store = tmp / f"store-{self.web}.sqlite3"
+        self.broker = subprocess.Popen(
+            [sys.executable, "-m", "zchat", "broker", "--bind", f"tcp://127.0.0.1:{free_port()}",
+             "--store", str(store), "--web", f"127.0.0.1:{self.web}", "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        )  # fmt: skip
+        self.workers: list[subprocess.Popen[str]] = []
+        deadline = time.monotonic() + 10
+        assert self.broker.stdout is not None
+        while "web:" not in (self.broker.stdout.readline() or "web:"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the broker did not start")
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen([sys.executable, __file__, "--worker", args[0], self.url,
+                              self.origin, *args[1:]],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        self.workers.append(p)
+        return p
+
+    @staticmethod
+    def line(p: subprocess.Popen[str], prefix: str) -> str:
+        assert p.stdout is not None
+        while True:
+            text = p.stdout.readline()
+            if not text:
+                raise RuntimeError(f"a worker exited before {prefix}")
+            if text.startswith(prefix):
+                return text[len(prefix) :].strip()
+
+    def close(self) -> None:
+        for p in [*self.workers, self.broker]:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+
+
+def w1(tmp: Path, k: int, n: int) -> dict[str, Any]:
+    run = Run(tmp, k + 10)
+    try:
+        parts = [k // 2 + k % 2, k // 2] if k > 1 else [k]
+        recv = [run.spawn("recv", str(c), "bench", str(n), str(i)) for i, c in enumerate(parts)
+                if c]  # fmt: skip
+        for p in recv:
+            run.line(p, "READY")
+        send = run.spawn("send", "bench", str(n), "5000")
+        sent = json.loads(run.line(send, "RESULT "))
+        results = [json.loads(run.line(p, "RESULT ")) for p in recv]
+    finally:
+        run.close()
+    got = sum(r["got"] for r in results)
+    last = max(r["last"] for r in results)
+    return {"k": k, "n": n, "delivered": got, "expected": n * k,
+            "deliveries_per_s": got / (last - sent["t0"]) if last > sent["t0"] else 0.0,
+            "acks_per_s": n / (sent["t_acked"] - sent["t0"])}  # fmt: skip
+
+
+def w3(tmp: Path, m: int, per_proc: int = 2500, room_size: int = 100) -> dict[str, Any]:
+    run = Run(tmp, m + 10)
+    try:
+        time.sleep(0.5)  # let the broker settle before the baseline (not synchronisation)
+        base = rss_bytes(run.broker.pid)
+        t0 = time.time()
+        procs, start = [], 0
+        while start < m:
+            count = min(per_proc, m - start)
+            procs.append(run.spawn("idle", str(count), str(start), str(room_size)))
+            start += count
+        ready = max(json.loads(run.line(p, "READY "))["t"] for p in procs)
+        time.sleep(1.0)  # idle: what the connections hold, not what joining them cost
+        rss = rss_bytes(run.broker.pid)
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("\n")
+            p.stdin.flush()
+    finally:
+        run.close()
+    return {"m": m, "connect_s": ready - t0, "rss_base": base, "rss": rss,
+            "rss_per_conn": (rss - base) / m}  # fmt: skip
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a smoke run in seconds")
+    ap.add_argument("--json", help="also write the results as JSON to this file")
+    args = ap.parse_args()
+    cases_w1 = [(10, 500)] if args.quick else [(10, 20_000), (100, 5_000)]
+    cases_w3 = [200] if args.quick else [1_000, 5_000]
+    out: dict[str, Any] = {"w1": [], "w3": []}
+    with tempfile.TemporaryDirectory(prefix="zchat-web-bench-") as tmp:
+        for k, n in cases_w1:
+            r = w1(Path(tmp), k, n)
+            out["w1"].append(r)
+            print(f"W1 web fan-out 1→{k}, {n:,}×100 B: {r['deliveries_per_s'] / 1000:,.1f}k "
+                  f"deliveries/s, {r['delivered']:,}/{r['expected']:,} delivered, "
+                  f"{r['acks_per_s']:,.0f} SAY acks/s", flush=True)  # fmt: skip
+        for m in cases_w3:
+            r = w3(Path(tmp), m)
+            out["w3"].append(r)
+            print(f"W3 web {m:,} idle WebSocket clients: connected and joined in "
+                  f"{r['connect_s']:.2f} s, broker RSS {r['rss_per_conn'] / 1024:.1f} KiB per "
+                  f"connection ({r['rss'] / 2**20:.0f} MiB total)", flush=True)  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
