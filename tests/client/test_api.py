@@ -75,6 +75,11 @@ def test_reads_answer_with_typed_values(broker: Broker) -> None:
             assert await alice.topic("dev") == "release day"
             state = await alice.join("ops")
             assert (state.name, state.members) == ("ops", ("alice",))
+            await alice.away("lunch")
+            me = await alice.whois("alice")
+            assert (me.online, me.away, set(me.rooms)) == (True, "lunch", {"dev", "ops"})
+            found = await alice.search("dev", "ONE")
+            assert [getattr(e, "text", "") for e in found] == ["one"]
 
     run(main())
 
@@ -92,8 +97,9 @@ def test_failures_raise_chat_errors_with_the_protocol_code(broker: Broker) -> No
             with pytest.raises(zchat.Refused) as refused:
                 await bob.kick("dev", "alice")  # alice made #dev: bob is no operator
             assert refused.value.code == "not_op"
-            with pytest.raises(zchat.NotSupported):
-                await alice.whois("bob")
+            with pytest.raises(zchat.Refused) as unknown:
+                await alice.whois("nobody")
+            assert unknown.value.code == "no_such_nick"
         with pytest.raises(zchat.Refused) as taken:
             async with zchat.connect(broker.endpoint, nick="carol"), \
                     zchat.connect(broker.endpoint, nick="Carol"):  # fmt: skip

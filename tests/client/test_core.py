@@ -1346,22 +1346,74 @@ def test_switch_and_join_leave_the_query() -> None:
     assert core.query is None and core.current == "dev"
 
 
-def test_away_tells_the_room_and_marks_us() -> None:
+def test_away_is_a_session_state_not_a_stored_line() -> None:
+    """§6.13: AWAY, not an action line in the room's log (issue 11)."""
     core = ready()
     out = core.command("/away lunch", T0)
-    assert core.away == "lunch"
-    say = the(out, m.Say)
-    assert (say.room, say.text, say.action) == ("lobby", "is away: lunch", True)
-    back = the(core.command("/away", T0), m.Say)
-    assert back.text == "is back" and core.away is None
-    bare = the(core.command("/away", T0), m.Say)
-    assert bare.text == "is away" and core.away == ""
+    assert core.away == "lunch" and none_of(out, m.Say)
+    assert the(out, m.Away).text == "lunch"
+    back = the(core.command("/away", T0), m.Away)
+    assert back.text == "" and core.away is None
+    bare = the(core.command("/away", T0), m.Away)
+    assert bare.text == "away" and core.away == ""
 
 
-def test_away_without_a_room_is_local() -> None:
+def test_away_without_a_room_still_tells_the_broker() -> None:
     core = ready(room=None)
-    assert reqs(core.command("/away brb", T0)) == []
+    assert the(core.command("/away brb", T0), m.Away).text == "brb"
     assert core.away == "brb"
+
+
+def test_away_is_set_again_on_a_new_session() -> None:
+    core = ready()
+    core.command("/away lunch", T0)
+    core.tick(T0 + TIMEOUT + 1)
+    hello = connect(core, T0 + 20)
+    synced = sync(core, core.on_direct(welcome(hello.rid, session="s2"), T0 + 20), T0 + 20)
+    after = core.on_direct(joined(the(synced, m.Join)), T0 + 20)
+    assert the(after, m.Away).text == "lunch"
+
+
+def test_a_join_after_a_reconnect_is_a_rejoin() -> None:
+    core = ready()
+    core.tick(T0 + TIMEOUT + 1)
+    hello = connect(core, T0 + 20)
+    synced = sync(core, core.on_direct(welcome(hello.rid), T0 + 20), T0 + 20)
+    assert the(synced, m.Join).rejoin is True
+    first = make_core()
+    assert the(handshake_joins(first), m.Join).rejoin is False
+
+
+def handshake_joins(core: ClientCore) -> list[Action]:
+    hello = connect(core)
+    return sync(core, core.on_direct(welcome(hello.rid), T0), T0)
+
+
+def test_whois_op_and_search() -> None:
+    core = ready()
+    ask = the(core.command("/whois bob", T0), m.Whois)
+    out = core.on_direct(m.WhoisIs(ask.rid, "bob", True, ["lobby"], "lunch", 125.0, 0, "ab12"), T0)
+    assert lines(out) == ["-- bob; online in #lobby; away: lunch; idle 2m; key ab12"]
+    op = the(core.command("/op bob", T0), m.Op)
+    assert (op.room, op.nick, op.op) == ("lobby", "bob", True)
+    assert the(core.command("/deop bob", T0), m.Op).op is False
+    found = the(core.command("/search deploy green", T0), m.Search)
+    assert (found.room, found.text) == ("lobby", "deploy green")
+    out = core.on_direct(m.Events(found.rid, "lobby", [event(3, text="deploy is green")], 9), T0)
+    assert lines(out)[0] == "-- 1 message(s) in #lobby with 'deploy green'"
+    assert chat_texts(out) == ["deploy is green"]
+    notice = core.on_broadcast(event(1, nick="alice", text="bob", kind="op"), T0)
+    assert lines(notice)[0].endswith("-- alice made bob an operator of #lobby")
+
+
+def test_who_marks_the_away_and_a_dm_to_an_away_nick_says_so() -> None:
+    core = ready()
+    who = the(core.command("/who", T0), m.Who)
+    out = core.on_direct(m.Names(who.rid, "lobby", ["alice", "bob"], 0, ["bob"]), T0)
+    assert lines(out) == ["-- #lobby: alice, bob (away)"]
+    tell = the(core.command("/msg bob hi", T0), m.Tell)
+    acked = core.on_direct(m.Ack(tell.rid, tell.id, 1, False, "lunch"), T0)
+    assert lines(acked)[-1] == "-- bob is away: lunch"
 
 
 def test_names_asks_who_is_in_the_room() -> None:
@@ -1492,9 +1544,7 @@ def test_state_moves_only_along_the_table() -> None:
 def test_every_request_type_has_a_reply_row() -> None:
     from zchat.client.core import _ROWS
 
-    # WHOIS, OP, SEARCH and AWAY are being added to the protocol: rows come with them.
-    coming = {"Whois", "Op", "Search", "Away"}
-    assert {r for r in m.REQUESTS if r.__name__ not in coming} <= set(_ROWS)
+    assert set(m.REQUESTS) == set(_ROWS)
 
 
 def test_attempts_after_a_loss_stay_reconnecting_and_count_the_queue() -> None:
@@ -1660,7 +1710,5 @@ def test_connecting_before_any_line_takes_the_default_room() -> None:
     assert list(core.rooms) == ["lobby", "ops"]
 
 
-def test_whois_says_the_broker_cannot_answer_yet() -> None:
-    core = ready()
-    assert "WHOIS" in lines(core.command("/whois bob", T0))[0]
-    assert set(HELP) >= {"ignore", "unignore", "whois"}
+def test_new_commands_are_in_help() -> None:
+    assert set(HELP) >= {"ignore", "unignore", "whois", "op", "deop", "search"}

@@ -22,7 +22,8 @@ client's own codes below)::
     ├── AuthFailed                  "auth_failed": the CURVE handshake failed or keys are unusable
     ├── ConnectTimeout              "timeout": no answer from a broker in time
     ├── Closed                      "closed": the session ended before the answer came
-    └── NotSupported                "unsupported": this broker cannot answer that yet
+    └── NotSupported                "unsupported": this broker cannot answer that yet (kept
+                                    for requests a broker may lack; WHOIS is answered now)
 """
 
 from __future__ import annotations
@@ -61,12 +62,14 @@ __all__ = [
     "NickChanged",
     "NotSupported",
     "Notice",
+    "OpChanged",
     "Refused",
     "RoomInfo",
     "RoomState",
     "StateChanged",
     "Stats",
     "TopicChanged",
+    "WhoisInfo",
     "connect",
     "send",
     "stats",
@@ -190,6 +193,19 @@ class NickChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class OpChanged:
+    """``nick`` made ``target`` an operator of ``room`` (``op`` false: no longer one)."""
+
+    room: str
+    nick: str
+    target: str
+    op: bool
+    seq: int
+    time: float
+    history: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class TopicChanged:
     """``nick`` set the topic of ``room``."""
 
@@ -230,7 +246,16 @@ class Notice:
 
 
 Event = (
-    Message | Joined | Left | Kicked | NickChanged | TopicChanged | Invited | StateChanged | Notice
+    Message
+    | Joined
+    | Left
+    | Kicked
+    | NickChanged
+    | OpChanged
+    | TopicChanged
+    | Invited
+    | StateChanged
+    | Notice
 )
 
 
@@ -251,6 +276,25 @@ class RoomState:
     topic: str
     members: tuple[str, ...]
     last: int  # the room's latest seq when you joined
+
+
+@dataclass(frozen=True, slots=True)
+class WhoisInfo:
+    """What the broker knows of a nick (``chat.whois()``, §6.13).
+
+    ``online``: it has a session; then ``rooms`` (not private rooms you are not
+    in), ``away`` ("" when here) and ``idle`` (seconds since it last said
+    anything). Offline: ``seen``, when its last session ended (0: unknown).
+    ``key``: with CURVE, a fingerprint of the key that owns the nick.
+    """
+
+    nick: str
+    online: bool
+    rooms: tuple[str, ...]
+    away: str
+    idle: float
+    seen: float
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +321,9 @@ def _room_event(ev: ui.RoomNotice) -> Event:
         return Kicked(ev.room, ev.nick, ev.text, ev.seq, ev.ts, ev.history)
     if ev.kind == "nick":
         return NickChanged(ev.room, ev.nick, ev.text, ev.seq, ev.ts, ev.history)
+    if ev.kind == "op":
+        target, op = (ev.text[1:], False) if ev.text.startswith("-") else (ev.text, True)
+        return OpChanged(ev.room, ev.nick, target, op, ev.seq, ev.ts, ev.history)
     return TopicChanged(ev.room, ev.nick, ev.text, ev.seq, ev.ts, ev.history)
 
 
@@ -643,9 +690,35 @@ class Chat:
             lambda now, tag: self.core.ask(lambda rid: m.Ban(rid, room, nick, ban), now, tag)
         )
 
-    async def whois(self, nick: str) -> None:
-        """What the broker knows of ``nick``. Not yet: the broker has no WHOIS request."""
-        raise NotSupported("unsupported", "this broker does not answer WHOIS yet")
+    async def whois(self, nick: str) -> WhoisInfo:
+        """What the broker knows of ``nick``; Refused ``no_such_nick`` if never seen."""
+        reply = await self._call(
+            lambda now, tag: self.core.ask(lambda rid: m.Whois(rid, nick), now, tag)
+        )
+        got = cast(m.WhoisIs, reply)
+        return WhoisInfo(got.nick, got.online, tuple(got.rooms), got.away, got.idle, got.seen,
+                         got.key)  # fmt: skip
+
+    async def away(self, text: str = "") -> None:
+        """Mark yourself away with ``text`` (shown in ``who``/``whois`` and to DMs), or
+        back with "". A state of the session: set again after a reconnect."""
+        self.core.away = text or None
+        await self._call(lambda now, tag: self.core.ask(lambda rid: m.Away(rid, text), now, tag))
+
+    async def op(self, room: str, nick: str, op: bool = True) -> None:
+        """Make ``nick`` an operator of ``room`` (``op=False``: no longer; operators only)."""
+        await self._call(
+            lambda now, tag: self.core.ask(lambda rid: m.Op(rid, room, nick, op), now, tag)
+        )
+
+    async def search(self, room: str, text: str, limit: int = 20) -> list[Event]:
+        """The newest ``limit`` messages of ``room`` holding every word of ``text``,
+        oldest first."""
+        reply = await self._call(
+            lambda now, tag: self.core.ask(lambda rid: m.Search(rid, room, text, limit), now, tag)
+        )
+        events = cast(m.Events, reply).events
+        return [_history_event(ev, self.core.nick) for ev in events]
 
     async def stats(self) -> Stats:
         """The broker's counters (STATS, §6.10)."""

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from zchat.client.events import (
+    AwayIs,
     Chat,
     Clear,
     DirectLine,
@@ -51,6 +52,7 @@ from zchat.client.events import (
     StateChange,
     TopicInfo,
     UiEvent,
+    WhoisInfo,
 )
 from zchat.client.state import ConnectionState
 from zchat.protocol import ProtocolError
@@ -136,7 +138,7 @@ HELP = {
     "topic": "/topic [TEXT] - show or set the current room's topic",
     "switch": "/switch ROOM - make ROOM (joined already) the current room",
     "query": "/query [NICK] - send what you type to NICK as DMs (no NICK: back to the room)",
-    "away": "/away [MESSAGE] - mark yourself away and tell the room; /away again when back",
+    "away": "/away [MESSAGE] - mark yourself away (shown in /who, /whois, to DMs); /away: back",
     "names": "/names [ROOM] - who is in ROOM (same as /who)",
     "clear": "/clear - clear the screen of the current room or query",
     "history": "/history [N] - show the last N messages of the current room, under a header",
@@ -144,10 +146,13 @@ HELP = {
     "invite": "/invite NICK - let NICK into the current (private) room; operators only",
     "kick": "/kick NICK [REASON] - remove NICK from the current room; operators only",
     "ban": "/ban NICK - keep NICK out of the current room; operators only",
+    "op": "/op NICK - make NICK an operator of the current room; operators only",
+    "deop": "/deop NICK - NICK is no longer an operator of the current room; operators only",
+    "search": "/search WORDS - the newest messages of the current room holding every word",
     "unban": "/unban NICK - lift a ban in the current room; operators only",
     "ignore": "/ignore [NICK] - hide NICK's messages and DMs (no NICK: list who is ignored)",
     "unignore": "/unignore NICK - show NICK's messages again",
-    "whois": "/whois NICK - what the broker knows of NICK (needs a broker that answers WHOIS)",
+    "whois": "/whois NICK - NICK's rooms, away message, idle time or last seen, key fingerprint",
     "help": "/help [COMMAND] - this list, or one command's help",
     "quit": "/quit [REASON] - leave the chat (typing exit does the same)",
 }
@@ -172,6 +177,8 @@ class RoomView:
     members_at: int = 0
     #: API calls waiting for this room's JOINED.
     tags: list[Tag] = field(default_factory=list)
+    #: Joined on an earlier connection: a JOIN after a reconnect is a rejoin (§6.2).
+    was_joined: bool = False
 
     def disconnected(self) -> None:
         """The connection is gone: nothing of this room is joined or in flight."""
@@ -620,19 +627,14 @@ class ClientCore:
         return [Output(Info(f"now talking to {nick} in private; /query alone to leave"))]
 
     def _cmd_away(self, rest: str, now: float) -> list[Action]:
-        """Away is local (the status line) plus an action line in the current room."""
+        """Away is a state of the session (§6.13): shown in /who, /whois and to DMs."""
         if self.away is not None and not rest:
             self.away = None
-            told = "is back"
         else:
             self.away = rest
-            told = f"is away: {rest}" if rest else "is away"
         note = "you are back" if self.away is None else "you are away; /away again when back"
-        shown: list[Action] = [Output(Info(note))]
-        room = self.current
-        if room is None:
-            return shown
-        return shown + self.say(room, told, now, action=True)
+        text = "" if self.away is None else self.away or "away"
+        return [Output(Info(note)), *self.ask(lambda rid: m.Away(rid, text), now)]
 
     def _cmd_names(self, rest: str, now: float) -> list[Action]:
         return self._cmd_who(rest, now)
@@ -674,7 +676,27 @@ class ClientCore:
     def _cmd_whois(self, rest: str, now: float) -> list[Action]:
         if not rest or " " in rest:
             return self._usage("whois")
-        return [Output(Problem("/whois: this broker does not answer WHOIS yet"))]
+        return self.ask(lambda rid: m.Whois(rid, rest), now)
+
+    def _cmd_op(self, rest: str, now: float) -> list[Action]:
+        if " " in rest:
+            return self._usage("op")
+        return self._moderate("op", rest, now, lambda rid, room, nick, _: m.Op(rid, room, nick))
+
+    def _cmd_deop(self, rest: str, now: float) -> list[Action]:
+        if " " in rest:
+            return self._usage("deop")
+        return self._moderate(
+            "deop", rest, now, lambda rid, room, nick, _: m.Op(rid, room, nick, False)
+        )
+
+    def _cmd_search(self, rest: str, now: float) -> list[Action]:
+        room = self.current
+        if not rest:
+            return self._usage("search")
+        if room is None:
+            return [Output(Problem("join a room first"))]
+        return self.ask(lambda rid: m.Search(rid, room, rest), now)
 
     def _cmd_help(self, rest: str, now: float) -> list[Action]:
         verb = rest.lstrip("/").lower()
@@ -818,6 +840,8 @@ class ClientCore:
         if isinstance(sent, m.Tell) and entry is not None:
             line = DirectLine(self.nick, sent.to, sent.text, now, sent.action, True, sent.id)
             shown.append(Output(line))
+            if msg.away:
+                shown.append(Output(AwayIs(sent.to, msg.away)))
         return shown
 
     def _on_pong(self, pending: _Pending, msg: m.Pong, now: float) -> list[Action]:
@@ -832,15 +856,22 @@ class ClientCore:
         view = self.rooms.get(msg.room)
         if view is not None and not msg.more:
             view.members = {nick_key(n): n for n in msg.members}
-        return [] if pending.tag is not None else [
-            Output(Members(msg.room, tuple(msg.members), msg.more))
-        ]  # fmt: skip
+        if pending.tag is not None:
+            return []
+        return [Output(Members(msg.room, tuple(msg.members), msg.more, tuple(msg.away)))]
 
     def _on_room_list(self, pending: _Pending, msg: m.RoomList, now: float) -> list[Action]:
         if pending.tag is not None:
             return []
         rooms = tuple(RoomEntry(r.name, r.members, r.topic) for r in msg.rooms)
         return [Output(RoomListing(rooms, msg.more))]
+
+    def _on_whois(self, pending: _Pending, msg: m.WhoisIs, now: float) -> list[Action]:
+        if pending.tag is not None:
+            return []
+        info = WhoisInfo(msg.nick, msg.online, tuple(msg.rooms), msg.away, msg.idle, msg.seen,
+                         msg.key)  # fmt: skip
+        return [Output(info)]
 
     def _on_topic_is(self, pending: _Pending, msg: m.TopicIs, now: float) -> list[Action]:
         req = cast(m.Topic, pending.msg)
@@ -879,7 +910,7 @@ class ClientCore:
                 if room in self.rooms:
                     view = self.rooms[room]
                     history = 0 if view.last else self.history
-                    join = m.Join(self._next_rid(), room, history, view.private)
+                    join = m.Join(self._next_rid(), room, history, view.private, view.was_joined)
                     actions.append(self._request(join, now))
             return actions + self._flush_later(now) + self._flush_outbox(now)
         if isinstance(msg, m.Shutdown):
@@ -932,6 +963,9 @@ class ClientCore:
         actions.append(Subscribe(m.CONTROL_TOPIC))
         self._retry = 2.0
         actions += self._start_joins(list(self.rooms), now)
+        if self.away is not None and not msg.resumed:  # away ends with a session (§6.13)
+            text = self.away or "away"
+            self._later.insert(0, _Later(lambda rid: m.Away(rid, text), False))
         for gone in sorted(set(msg.rooms) - set(self.rooms)):  # left while disconnected
             actions.append(self._request(m.Leave(self._next_rid(), gone), now, show=False))
         actions += self._flush_later(now)
@@ -978,7 +1012,7 @@ class ClientCore:
             view.last = max(view.last, msg.last)
         view.members = {nick_key(n): n for n in msg.members}
         view.members_at = msg.last
-        view.joined = True
+        view.joined = view.was_joined = True
         view.buffer = {s: e for s, e in view.buffer.items() if s > view.last}
         actions += [Done(t, msg) for t in view.tags]
         view.tags.clear()
@@ -1000,11 +1034,12 @@ class ClientCore:
             return self._gap_filled(view, msg, now)
         if pending.tag is not None:
             return []
-        shown: list[Action] = [Output(HistoryHeader(msg.room, len(msg.events)))]
+        words = pending.msg.text if isinstance(pending.msg, m.Search) else ""
+        shown: list[Action] = [Output(HistoryHeader(msg.room, len(msg.events), search=words))]
         if not msg.events:
             return shown
         shown += [Output(_to_ui(ev, self.nick, history=True)) for ev in self._visible(msg.events)]
-        return [*shown, Output(HistoryHeader(msg.room, len(msg.events), end=True))]
+        return [*shown, Output(HistoryHeader(msg.room, len(msg.events), True, words))]
 
     def _visible(self, events: Iterable[m.Event]) -> list[m.Event]:
         """Events minus the messages of ignored nicks."""
@@ -1235,6 +1270,10 @@ _ROWS: dict[type[m.Request], _Row] = {
     m.Stats: _Row(m.StatsReply, _nothing),
     m.Ping: _Row(m.Pong, ClientCore._on_pong),
     m.Bye: _Row(m.Ok, ClientCore._on_ok, ClientCore._bye_failed),
+    m.Away: _Row(m.Ok, _nothing),
+    m.Whois: _Row(m.WhoisIs, ClientCore._on_whois),
+    m.Op: _Row(m.Ok, _nothing),
+    m.Search: _Row(m.Events, ClientCore._on_events),
 }
 _PUSHES: dict[type[m.Push], Callable[[ClientCore, Any, float], list[Action]]] = {
     m.Dm: ClientCore._on_dm,

@@ -100,6 +100,10 @@ class RoomNotice:
             return f"{nick} was removed from #{self.room} ({safe(self.text)})"
         if self.kind == "nick":
             return f"{nick} is now known as {safe(self.text)}"
+        if self.kind == "op":
+            if self.text.startswith("-"):
+                return f"{nick} made {safe(self.text[1:])} no longer an operator of #{self.room}"
+            return f"{nick} made {safe(self.text)} an operator of #{self.room}"
         return f"{nick} set the topic of #{self.room}: {safe(self.text)}"
 
     def plain(self) -> str:
@@ -182,9 +186,12 @@ class Members:
     room: str
     members: tuple[str, ...]
     more: int = 0
+    away: tuple[str, ...] = ()  # those of ``members`` who are away
 
     def plain(self) -> str:
-        names = ", ".join(safe(n) for n in self.members) or "nobody"
+        gone = set(self.away)
+        names = ", ".join(safe(n) + (" (away)" if n in gone else "") for n in self.members)
+        names = names or "nobody"
         more = f" and {self.more} more" if self.more else ""
         return f"-- #{self.room}: {names}{more}"
 
@@ -256,13 +263,67 @@ class HistoryHeader:
     room: str
     count: int
     end: bool = False
+    search: str = ""  # set for /search: the words searched for
 
     def plain(self) -> str:
+        if self.search:
+            if self.end:
+                return f"-- end of search results in #{self.room}"
+            return f"-- {self.count} message(s) in #{self.room} with {safe(self.search)!r}"
         if self.end:
             return f"-- end of history of #{self.room}"
         if not self.count:
             return f"-- no history in #{self.room}"
         return f"-- history of #{self.room}: the last {self.count} event(s)"
+
+
+@dataclass(frozen=True, slots=True)
+class AwayIs:
+    """``nick`` is away with ``text`` (told when we sent them a DM)."""
+
+    nick: str
+    text: str
+
+    def plain(self) -> str:
+        return f"-- {safe(self.nick)} is away: {safe(self.text)}"
+
+
+@dataclass(frozen=True, slots=True)
+class WhoisInfo:
+    """What the broker knows of ``nick`` (``/whois``). ``idle``: seconds since it last
+    said something (online); ``seen``: when its last session ended (offline; 0: unknown);
+    ``key``: with CURVE, a fingerprint of the key that owns the nick."""
+
+    nick: str
+    online: bool
+    rooms: tuple[str, ...] = ()
+    away: str = ""
+    idle: float = 0.0
+    seen: float = 0.0
+    key: str = ""
+
+    def plain(self) -> str:
+        parts = [safe(self.nick)]
+        if self.online:
+            parts.append("online" + (" in " + ", ".join(f"#{r}" for r in self.rooms)
+                                     if self.rooms else ""))  # fmt: skip
+            if self.away:
+                parts.append(f"away: {safe(self.away)}")
+            parts.append(f"idle {_duration(self.idle)}")
+        else:
+            parts.append("offline" + (f", last seen {hhmm(self.seen)}" if self.seen else ""))
+        if self.key:
+            parts.append(f"key {safe(self.key)}")
+        return "-- " + "; ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,13 +373,15 @@ UiEvent = (
     | NickIs
     | Invitation
     | HistoryHeader
+    | AwayIs
+    | WhoisInfo
     | Problem
     | StateChange
     | Clear
 )
 #: Lines from the client itself (not from a room): a UI styles them like Info.
 INFO_EVENTS = (JoinedRoom, LeftRoom, Members, RoomListing, TopicInfo, NickIs, Invitation,
-               HistoryHeader)  # fmt: skip
+               HistoryHeader, AwayIs, WhoisInfo)  # fmt: skip
 
 
 def to_json(event: UiEvent) -> str:
@@ -341,6 +404,8 @@ _JSON_NAMES: dict[type, str] = {
     NickIs: "nick",
     Invitation: "invited",
     HistoryHeader: "history",
+    AwayIs: "away",
+    WhoisInfo: "whois",
     Problem: "error",
     StateChange: "state",
     Clear: "clear",
