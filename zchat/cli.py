@@ -29,8 +29,22 @@ def _load(cls: Any, path: str | None, flags: dict[str, Any]) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-# Wide enough that `zchat --help` lists each command's first sentence whole.
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+class _Commands(click.Group):
+    """A group whose ``--help`` lists each command's first sentence whole, wrapped to the
+    terminal (click cuts it at one line with ``...``)."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="zchat")
 def main() -> None:
     """zchat: real-time chat rooms and direct messages over ZeroMQ.

@@ -7,10 +7,12 @@ exit 0 once what was sent is acknowledged.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.procs import Broker, Proc
@@ -109,3 +111,63 @@ def test_plain_flag_and_a_bot_conversation(broker: Broker, client: Start) -> Non
     assert json.loads(line)["mention"] is True
     line = bot.wait_for(r"nothing for you")
     assert json.loads(line)["mention"] is False
+
+
+# ------------------------------------------------------ issue 11: rough edges
+
+
+def test_a_script_that_joins_its_room_stays_out_of_the_default_one(
+    broker: Broker, client: Start
+) -> None:
+    """The README's bot example: `printf '/join ops\\n...' | zchat client --plain` never
+    joins #lobby (nor announces itself there, nor becomes its operator)."""
+    lobby = client("watcher", room="lobby")
+    lobby.wait_for(r"^-- joined #lobby")
+    done = subprocess.run(
+        [sys.executable, "-m", "zchat", "client", "--plain", "--connect", broker.endpoint,
+         "--nick", "deploybot"],
+        input="/join ops\ndeploy finished\n", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "-- joined #ops" in done.stdout and "#lobby" not in done.stdout
+    assert re.search(r"#ops <deploybot> deploy finished", done.stdout)
+    lobby.send("/who")
+    lobby.wait_for(r"^-- #lobby: watcher$")
+    assert lobby.count("deploybot") == 0
+
+
+def test_transcripts_ignore_and_json_for_the_new_commands(
+    broker: Broker, client: Start, tmp_path: Path
+) -> None:
+    bob = client("bob", room="dev")
+    bob.wait_for(r"^-- joined #dev")
+    logs = tmp_path / "logs"
+    alice = client("alice", "--log-dir", str(logs), "--json", room="dev")
+    alice.wait_for(r'"event": "joined", "room": "dev"')
+    alice.send("/ignore carol", "/away lunch", "hello bob", "/msg bob psst", "/whois bob")
+    whois = json.loads(alice.wait_for(r'"event": "whois"'))
+    assert (whois["nick"], whois["online"], whois["rooms"]) == ("bob", True, ["dev"])
+    carol = client("carol", room="dev")
+    carol.wait_for(r"^-- joined #dev")
+    carol.send("buy my stuff")
+    bob.wait_for(r"<carol> buy my stuff")
+    bob.send("/who")
+    bob.wait_for(r"^-- #dev: .*alice \(away\)")
+    bob.send("after carol")
+    alice.wait_for(r"after carol")
+    assert alice.count("buy my stuff") == 0  # ignored
+    assert (logs / "dev.log").exists() and (logs / "@bob.log").exists()
+    room_log = (logs / "dev.log").read_text()
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d <alice> hello bob$", room_log, re.M)
+    assert "buy my stuff" not in room_log
+    assert re.search(r"<alice> psst$", (logs / "@bob.log").read_text(), re.M)
+
+
+def test_help_lists_every_command_unabridged() -> None:
+    done = subprocess.run([sys.executable, "-m", "zchat", "--help"], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "COLUMNS": "80"})  # fmt: skip
+    assert done.returncode == 0
+    commands = done.stdout.split("Commands:")[1]
+    assert "..." not in commands
+    assert "exit to\n          leave." in commands  # wrapped, not cut
+    assert "exit once it is\n          stored." in commands
