@@ -1,0 +1,617 @@
+"""Issue 10's attacks against a real broker, measured: ``python3 bench/hostile.py``.
+
+Each attack gets a fresh broker (``python -m zchat broker`` on loopback, a new
+store) so its peak memory (VmHWM) is its own. Meanwhile an honest raw session
+PINGs the broker every 100 ms from a thread; the table reports the slowest
+answer. Figures per attack:
+
+  before  broker RSS once started, with the honest session connected
+  peak    VmHWM at the end (the highest RSS the process ever had)
+  held    RSS once the broker is quiet again, the attacker still connected
+  after   RSS after the attacker disconnected and the broker is quiet
+  cpu     broker CPU seconds (user + system) from the start of the attack to `after`
+  ping    slowest PING round trip of the honest session during the attack
+
+Options: ``--only name,name`` (see ``--list``), ``--source DIR`` runs the broker
+from another checkout (``git archive <commit> | tar -x -C DIR``) to measure a
+version before a fix, ``--json FILE`` writes every figure. Loopback only; every
+loop is bounded; every process started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+if __package__ in (None, ""):  # run as a script: make ``bench`` and ``zchat`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import REPO, cpu_seconds, free_port, raise_nofile
+from zchat.protocol import decode_from_broker, encode
+from zchat.protocol import messages as m
+
+MB = 1_000_000
+#: The first routing id an unseeded libzmq 4.3.5 ROUTER generates; +1 per peer.
+FIRST_GENERATED_ID = bytes.fromhex("006b8b4567")
+#: The longest subscription an honest client makes: '#' + 64-character room + NUL.
+LONGEST_TOPIC = 66
+
+#: A PING unanswered this long counts as lost (and as this slow).
+PING_TIMEOUT = 30.0
+
+Ctx = zmq.Context[zmq.Socket[bytes]]
+
+
+# ------------------------------------------------------------------ broker
+
+
+def mem(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in bytes."""
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) * 1024
+    return rss, hwm
+
+
+class Broker:
+    """``zchat broker`` as the README starts it, on a free loopback port."""
+
+    def __init__(self, source: Path, tmp: Path) -> None:
+        self.source = source
+        self.port = free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.log = tmp / f"broker-{self.port}.log"
+        self._out = open(self.log, "w")  # noqa: SIM115 - closed in stop()
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "zchat", "broker", "--bind", self.endpoint,
+             "--store", str(tmp / f"store-{self.port}.sqlite3")],
+            cwd=source, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"},
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while "clients connect to" not in self.log.read_text():
+            if self.p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"broker did not start:\n{self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def lines(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines()
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        self._out.close()
+
+
+class Probe:
+    """An honest raw session PINGing every 100 ms from its own thread."""
+
+    def __init__(self, ctx: Ctx, endpoint: str) -> None:
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.sock.send_multipart(encode(m.Hello(1, "probe")))
+        if not self.sock.poll(10_000):
+            raise RuntimeError("no WELCOME for the probe")
+        welcome = decode_from_broker(self.sock.recv_multipart())
+        assert isinstance(welcome, m.Welcome), welcome
+        self.pub_port = int(welcome.pub.rpartition(":")[2])
+        self.worst = 0.0
+        self.lost = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        rid = 2
+        while not self._stop.is_set():
+            took = self._ping(rid, timeout=PING_TIMEOUT)
+            rid += 1
+            with self._lock:
+                if took is None:
+                    self.lost += 1
+                    self.worst = max(self.worst, PING_TIMEOUT)
+                else:
+                    self.worst = max(self.worst, took)
+            self._stop.wait(0.1)
+
+    def _ping(self, rid: int, timeout: float) -> float | None:
+        started = time.monotonic()
+        self.sock.send_multipart(encode(m.Ping(rid)))
+        deadline = started + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.sock.poll(int(left * 1000) + 1):
+                break
+            reply = decode_from_broker(self.sock.recv_multipart())
+            if isinstance(reply, m.Pong) and reply.rid == rid:
+                return time.monotonic() - started
+        return None
+
+    def reset(self) -> None:
+        with self._lock:
+            self.worst, self.lost = 0.0, 0
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(PING_TIMEOUT + 5)
+        self.sock.close(linger=0)
+
+
+def wait_quiet(broker: Broker, timeout: float = 90.0) -> int:
+    """RSS once it has stopped moving (three readings 0.3 s apart within 1 MB)."""
+    deadline = time.monotonic() + timeout
+    readings: list[int] = []
+    while time.monotonic() < deadline and broker.alive():
+        readings = [*readings[-2:], mem(broker.pid)[0]]
+        if len(readings) == 3 and max(readings) - min(readings) < MB:
+            break
+        time.sleep(0.3)
+    return mem(broker.pid)[0] if broker.alive() else 0
+
+
+# ------------------------------------------------------------ raw peers
+
+
+def dealer(ctx: Ctx, endpoint: str, routing_id: bytes | None = None) -> zmq.Socket[bytes]:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if routing_id is not None:
+        sock.setsockopt(zmq.ROUTING_ID, routing_id)
+    sock.connect(endpoint)
+    return sock
+
+
+def generated_id(n: int) -> bytes:
+    counter = int.from_bytes(FIRST_GENERATED_ID[1:], "big") + n
+    return b"\x00" + (counter % 2**32).to_bytes(4, "big")
+
+
+def stats_answered(socks: list[zmq.Socket[bytes]], timeout: float = 5.0) -> int:
+    for sock in socks:
+        sock.send_multipart(encode(m.Stats(1)))
+    deadline = time.monotonic() + timeout
+    answered = 0
+    for sock in socks:
+        left = deadline - time.monotonic()
+        if sock.poll(max(0, int(left * 1000))):
+            answered += isinstance(decode_from_broker(sock.recv_multipart()), m.StatsReply)
+    return answered
+
+
+def zmtp_frame(body: bytes, command: bool = False) -> bytes:
+    flags = 4 if command else 0
+    if len(body) > 255:
+        return bytes([flags | 2]) + struct.pack(">Q", len(body)) + body
+    return bytes([flags, len(body)]) + body
+
+
+GREETING = b"\xff" + b"\0" * 8 + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" * 32
+
+
+def zmtp_connect(port: int, socket_type: bytes) -> socket.socket:
+    """A hand-written ZMTP 3.0 peer, handshake done (it waits for the broker's
+    READY: libzmq drops a peer whose first message comes before that)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    props = b"\x0bSocket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    sock.sendall(GREETING + zmtp_frame(b"\x05READY" + props, command=True))
+    _read(sock, 64)
+    flags = _read(sock, 1)[0]
+    _read(sock, int.from_bytes(_read(sock, 8 if flags & 2 else 1), "big"))
+    return sock
+
+
+def _read(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = sock.recv(n - len(data))
+        if not more:
+            raise ConnectionResetError("hung up during the handshake")
+        data += more
+    return data
+
+
+def topics(n: int, length: int) -> Iterator[bytes]:
+    for i in range(n):
+        head = b"%08d" % i
+        yield head + b"x" * (length - len(head))
+
+
+def subscribe_flood(port: int, items: Iterator[bytes], seconds: float) -> dict[str, Any]:
+    """Every topic as a subscription message, from hand-written SUB connections that
+    reconnect when dropped (a persistent attacker); the last one stays connected
+    until ``release`` is called (subscriptions live as long as the connection)."""
+    deadline = time.monotonic() + seconds
+    sent = connections = 0
+    peer: socket.socket | None = None
+    chunk = bytearray()
+    count = 0
+    timed_out = False
+
+    def flush() -> None:
+        nonlocal peer, connections, sent, timed_out
+        if time.monotonic() > deadline:
+            timed_out = True
+            return
+        try:
+            if peer is None:
+                peer = zmtp_connect(port, b"SUB")
+                connections += 1
+            peer.sendall(chunk)
+            sent += count
+        except OSError:
+            if peer is not None:
+                peer.close()
+            peer = None
+
+    for topic in items:
+        chunk += zmtp_frame(b"\x01" + topic)
+        count += 1
+        if len(chunk) >= 256 * 1024:
+            flush()
+            chunk.clear()
+            count = 0
+            if timed_out:
+                break
+    if chunk and not timed_out:
+        flush()
+    return {"topics sent": sent, "connections": connections, "sock": peer}
+
+
+# -------------------------------------------------------------- attacks
+
+
+@dataclass
+class Run:
+    """One attack's figures."""
+
+    name: str
+    what: str
+    before: int = 0
+    peak: int = 0
+    held: int = 0
+    after: int = 0
+    cpu: float = 0.0
+    ping: float = 0.0
+    lost_pings: int = 0
+    alive: bool = True
+    seconds: float = 0.0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Scene:
+    broker: Broker
+    ctx: Ctx
+    probe: Probe
+    run: Run
+    hold: list[Any] = field(default_factory=list)  # what the attacker keeps open
+
+    def held(self) -> None:
+        """Record RSS now (quiet, the attacker still connected)."""
+        self.run.held = wait_quiet(self.broker)
+
+
+Attack = Callable[[Scene], None]
+ATTACKS: dict[str, tuple[str, Attack]] = {}
+
+
+def attack(name: str, what: str) -> Callable[[Attack], Attack]:
+    def register(fn: Attack) -> Attack:
+        ATTACKS[name] = (what, fn)
+        return fn
+
+    return register
+
+
+@attack("rid_claim", "40 peers, then 400 DEALERs claim the next generated ids, then 40 more")
+def _rid_claim(s: Scene) -> None:
+    earlier = [dealer(s.ctx, s.broker.endpoint) for _ in range(40)]
+    s.run.notes["earlier answered"] = stats_answered(earlier)
+    # Generated ids so far: the probe's (0) and the 40 earlier peers' (1-40).
+    claims = [dealer(s.ctx, s.broker.endpoint, generated_id(41 + i)) for i in range(400)]
+    s.run.notes["claims answered"] = stats_answered(claims)
+    later = [dealer(s.ctx, s.broker.endpoint) for _ in range(40)]
+    s.run.notes["later answered"] = stats_answered(later)
+    stats = subprocess.run(
+        [sys.executable, "-m", "zchat", "stats", "--connect", s.broker.endpoint, "--timeout", "3"],
+        cwd=s.broker.source, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    s.run.notes["zchat stats exit"] = stats.returncode
+    s.hold += earlier + claims + later
+    s.held()
+
+
+@attack("rid_first", "claim the next 100 generated ids on a fresh broker, then 20 id-less")
+def _rid_first(s: Scene) -> None:
+    # The probe (id-less) took generated id 0: claim from 1 on.
+    claims = [dealer(s.ctx, s.broker.endpoint, generated_id(1 + i)) for i in range(100)]
+    s.run.notes["claims answered"] = stats_answered(claims)
+    idless = [dealer(s.ctx, s.broker.endpoint) for _ in range(20)]
+    s.run.notes["id-less answered"] = stats_answered(idless)
+    s.hold += claims + idless
+    s.held()
+
+
+def _flood(s: Scene, n: int, length: int, seconds: float = 60) -> None:
+    result = subscribe_flood(s.probe.pub_port, topics(n, length), seconds)
+    if result["sock"] is not None:
+        s.hold.append(result.pop("sock"))
+    else:
+        result.pop("sock")
+    s.run.notes.update(result)
+    s.held()
+    s.run.notes["bytes per topic"] = round((s.run.held - s.run.before) / n)
+
+
+@attack("long_subs", "one SUB subscribes 100,000 topics of 1,000 bytes")
+def _long_subs(s: Scene) -> None:
+    _flood(s, 100_000, 1000)
+
+
+for _n in (1_000, 10_000, 100_000):
+    attack(f"short_subs_{_n // 1000}k", f"one SUB subscribes {_n:,} distinct 20-byte topics")(
+        lambda s, n=_n: _flood(s, n, 20)
+    )
+attack("longest_subs_100k", f"one SUB subscribes 100,000 distinct {LONGEST_TOPIC}-byte topics")(
+    lambda s: _flood(s, 100_000, LONGEST_TOPIC)
+)
+
+
+def _multipart(s: Scene, frames: int, size: int) -> None:
+    raw = dealer(s.ctx, s.broker.endpoint)
+    raw.setsockopt(zmq.SNDHWM, 0)
+    frame = zmq.Frame(b"\xab" * size)
+    raw.send_multipart([b"ZCHAT/1", b"STATS", *([frame] * (frames - 2))], copy=False)
+    s.run.notes["request MB"] = round(frames * size / MB)
+    # Until the broker has had it (its peak moved by half of it) or 30 s.
+    deadline = time.monotonic() + 30
+    while mem(s.broker.pid)[1] - s.run.before < frames * size // 2:
+        if time.monotonic() > deadline or not s.broker.alive():
+            break
+        time.sleep(0.05)
+    s.run.notes["answered"] = bool(raw.poll(1000))
+    s.hold.append(raw)
+    s.held()
+    rise = mem(s.broker.pid)[1] - s.run.before
+    s.run.notes["peak rise / request"] = round(rise / (frames * size), 2)
+
+
+@attack("multipart_2k", "one request of 2,000 frames × 60 KB (123 MB)")
+def _multipart_2k(s: Scene) -> None:
+    _multipart(s, 2000, 60 * 1024)
+
+
+@attack("multipart_10k", "one request of 10,000 frames × 60 KB (614 MB)")
+def _multipart_10k(s: Scene) -> None:
+    _multipart(s, 10_000, 60 * 1024)
+
+
+@attack("empty_frames", "one request of 1,000,000 empty frames")
+def _empty_frames(s: Scene) -> None:
+    raw = dealer(s.ctx, s.broker.endpoint)
+    raw.setsockopt(zmq.SNDHWM, 0)
+    empty = zmq.Frame(b"")
+    raw.send_multipart([b"ZCHAT/1", b"STATS", *([empty] * 999_998)], copy=False)
+    deadline = time.monotonic() + 30
+    while not raw.poll(100) and time.monotonic() < deadline and s.broker.alive():
+        if mem(s.broker.pid)[1] - s.run.before > 50 * MB:
+            break
+    s.hold.append(raw)
+    s.held()
+
+
+def _stall(s: Scene, first_bytes: bytes, count: int = 1000, watch: float = 35.0) -> None:
+    conns = []
+    for _ in range(count):
+        c = socket.create_connection(("127.0.0.1", s.broker.port), timeout=5)
+        c.sendall(first_bytes)
+        c.setblocking(False)
+        conns.append(c)
+    s.held()
+    # How long the broker keeps them (libzmq's HANDSHAKE_IVL is 30 s by default).
+    started = time.monotonic()
+    closed_at: list[float] = []
+    open_ = list(conns)
+    while open_ and time.monotonic() - started < watch:
+        still = []
+        for c in open_:
+            try:
+                data = c.recv(4096)
+                if data == b"":
+                    closed_at.append(time.monotonic() - started)
+                else:
+                    still.append(c)
+            except BlockingIOError:
+                still.append(c)
+            except OSError:
+                closed_at.append(time.monotonic() - started)
+        open_ = still
+        time.sleep(0.5)
+    s.run.notes["dropped by the broker"] = f"{len(closed_at)} of {count}"
+    if closed_at:
+        s.run.notes["dropped after s"] = round(min(closed_at), 1)
+    s.run.notes["bytes per connection"] = round((s.run.held - s.run.before) / count)
+    s.hold += conns
+
+
+@attack("slowloris", "1,000 TCP connections send half a ZMTP greeting and stall")
+def _slowloris(s: Scene) -> None:
+    _stall(s, b"\xff" + b"\0" * 8)
+
+
+@attack("stall_zmtp1", "1,000 TCP connections send 2 bytes of a ZMTP 1.0 identity and stall")
+def _stall_zmtp1(s: Scene) -> None:
+    _stall(s, b"\x05\x00", watch=10.0)
+
+
+@attack("garbage", "a raw DEALER sends 10,000 tiny garbage messages a second for 5 s")
+def _garbage(s: Scene) -> None:
+    raw = dealer(s.ctx, s.broker.endpoint)
+    raw.setsockopt(zmq.SNDHWM, 0)
+    lines_before = len(s.broker.lines())
+    started = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - started) < 5.0:
+        while sent < elapsed * 10_000:
+            raw.send_multipart([b"ZCHAT/1", b"JUNK", os.urandom(8)])
+            sent += 1
+        time.sleep(0.002)
+    s.run.notes["sent"] = sent
+    s.hold.append(raw)
+    s.held()
+    s.run.notes["broker log lines"] = len(s.broker.lines()) - lines_before
+    drained = 0
+    while raw.poll(200):
+        raw.recv_multipart()
+        drained += 1
+    s.run.notes["answers"] = drained
+
+
+# --------------------------------------------------------------- running
+
+
+def run_one(name: str, source: Path, tmp: Path) -> Run:
+    what, fn = ATTACKS[name]
+    run = Run(name, what)
+    ctx: Ctx = zmq.Context()
+    broker = Broker(source, tmp)
+    probe = None
+    scene = None
+    try:
+        probe = Probe(ctx, broker.endpoint)
+        run.before = wait_quiet(broker)
+        probe.reset()
+        cpu0 = cpu_seconds(broker.pid)
+        started = time.monotonic()
+        scene = Scene(broker, ctx, probe, run)
+        fn(scene)
+        run.seconds = round(time.monotonic() - started, 1)
+        for held in scene.hold:
+            _close(held)
+        scene.hold.clear()
+        run.after = wait_quiet(broker)
+        run.alive = broker.alive()
+        if run.alive:
+            run.peak = mem(broker.pid)[1]
+            run.cpu = round(cpu_seconds(broker.pid) - cpu0, 2)
+        run.ping, run.lost_pings = probe.worst, probe.lost
+        if not run.alive:
+            run.notes["died"] = (broker.lines() or ["(no output)"])[-1][:120]
+    finally:
+        if probe is not None:
+            probe.close()
+        if scene is not None:
+            for held in scene.hold:
+                with contextlib.suppress(Exception):
+                    _close(held)
+        broker.stop()
+        ctx.destroy(linger=0)
+    return run
+
+
+def _close(held: Any) -> None:
+    if isinstance(held, zmq.Socket):
+        held.close(linger=0)
+    else:
+        held.close()
+
+
+def fmt(run: Run) -> str:
+    def mb(v: int) -> str:
+        return f"{v / MB:,.0f}" if v else "-"
+
+    notes = "; ".join(f"{k} {v}" for k, v in run.notes.items())
+    ping = f"{run.ping * 1000:,.0f}" + (f" ({run.lost_pings} lost)" if run.lost_pings else "")
+    return (
+        f"| {run.name} | {mb(run.before)} | {mb(run.peak)} | {mb(run.held)} | {mb(run.after)} "
+        f"| {run.cpu:.2f} | {ping} | {'yes' if run.alive else 'NO'} | {notes} |"
+    )
+
+
+HEADER = (
+    "| attack | before MB | peak MB | held MB | after MB | cpu s | worst ping ms | alive "
+    "| notes |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--only", help="comma-separated attack names")
+    ap.add_argument("--list", action="store_true", help="list the attacks and exit")
+    ap.add_argument("--source", type=Path, default=REPO, help="checkout to run the broker from")
+    ap.add_argument("--json", type=Path, help="also write every figure here")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name, (what, _) in ATTACKS.items():
+            print(f"{name:18} {what}")
+        return 0
+    names = args.only.split(",") if args.only else list(ATTACKS)
+    unknown = [n for n in names if n not in ATTACKS]
+    if unknown:
+        ap.error(f"unknown attacks: {', '.join(unknown)} (see --list)")
+    raise_nofile()
+    source = args.source.resolve()
+    rev = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip()  # fmt: skip
+    print(f"# zchat hostile bench: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"broker from {source} {rev}, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}, "
+          f"{os.cpu_count()} cores\n")  # fmt: skip
+    print(HEADER, flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="zchat-hostile-"))
+    runs = []
+    failed = False
+    try:
+        for name in names:
+            try:
+                run = run_one(name, source, tmp)
+            except Exception as exc:  # one attack's failure must not hide the others
+                run = Run(name, ATTACKS[name][0], alive=False, notes={"error": repr(exc)[:200]})
+                failed = True
+            runs.append(run)
+            print(fmt(run), flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    for run in runs:
+        print(f"- {run.name}: {run.what}")
+    if args.json:
+        args.json.write_text(json.dumps([run.__dict__ for run in runs], indent=1, default=str))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
