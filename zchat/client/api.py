@@ -37,43 +37,18 @@ from typing import Any, TypeVar, cast
 
 import zmq.asyncio
 
+import zchat
 from zchat.client import events as ui
 from zchat.client.core import Action, ClientCore, Done, Failed, Tag
-from zchat.client.state import ConnectionState
+from zchat.client.events import RoomInfo as RoomInfo
+from zchat.client.state import ConnectionState as ConnectionState
 from zchat.client.transport import Transport
 from zchat.keys import ClientKeys, KeyFileError
 from zchat.protocol import messages as m
 from zchat.protocol.rules import nick_key
 
-__all__ = [
-    "AuthFailed",
-    "Chat",
-    "ChatError",
-    "Closed",
-    "ConnectTimeout",
-    "ConnectionState",
-    "Event",
-    "InvalidRequest",
-    "Invited",
-    "Joined",
-    "Kicked",
-    "Left",
-    "Message",
-    "NickChanged",
-    "NotSupported",
-    "Notice",
-    "OpChanged",
-    "Refused",
-    "RoomInfo",
-    "RoomState",
-    "StateChanged",
-    "Stats",
-    "TopicChanged",
-    "WhoisInfo",
-    "connect",
-    "send",
-    "stats",
-]
+# The public names: the one list is zchat.__all__ (zchat/__init__.py loads them from here).
+__all__ = [name for name in zchat.__all__ if name != "__version__"]
 
 # ------------------------------------------------------------------ errors
 
@@ -257,15 +232,6 @@ Event = (
     | StateChanged
     | Notice
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RoomInfo:
-    """One room of ``chat.rooms()``."""
-
-    name: str
-    members: int
-    topic: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from zchat.client.events import (
     Members,
     NickIs,
     Problem,
-    RoomEntry,
+    RoomInfo,
     RoomListing,
     RoomNotice,
     StateChange,
@@ -863,7 +863,7 @@ class ClientCore:
     def _on_room_list(self, pending: _Pending, msg: m.RoomList, now: float) -> list[Action]:
         if pending.tag is not None:
             return []
-        rooms = tuple(RoomEntry(r.name, r.members, r.topic) for r in msg.rooms)
+        rooms = tuple(RoomInfo(r.name, r.members, r.topic) for r in msg.rooms)
         return [Output(RoomListing(rooms, msg.more))]
 
     def _on_whois(self, pending: _Pending, msg: m.WhoisIs, now: float) -> list[Action]:

@@ -197,7 +197,7 @@ class Members:
 
 
 @dataclass(frozen=True, slots=True)
-class RoomEntry:
+class RoomInfo:
     """One room of a ``/rooms`` list."""
 
     name: str
@@ -209,7 +209,7 @@ class RoomEntry:
 class RoomListing:
     """The broker's rooms (``/rooms``); ``more`` were not listed."""
 
-    rooms: tuple[RoomEntry, ...]
+    rooms: tuple[RoomInfo, ...]
     more: int = 0
 
     def plain(self) -> str:
