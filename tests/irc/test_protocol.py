@@ -146,8 +146,11 @@ def test_names_who_whois_list_ison_userhost() -> None:
     out = a.said("WHO #dev")
     assert ":zchat 352 alice #dev ~bob irc zchat bob G :0 bob Real" in out
     out = a.said("WHOIS bob")
-    assert numerics(out) == ["311", "319", "312", "301", "318"]
+    assert numerics(out) == ["311", "319", "312", "301", "317", "318"]
     assert numerics(a.said("WHOIS nobody")) == ["401", "318"]
+    c = w.register("carol")
+    c.send("QUIT")
+    assert "offline" in a.said("WHOIS carol")[0]
     out = a.said("LIST")
     assert ":zchat 322 alice #dev 2 :" in out and numerics(out)[-1] == "323"
     assert a.said("ISON bob carol") == [":zchat 303 alice :bob"]
@@ -164,7 +167,7 @@ def test_away_notify() -> None:
     a.take()
     b.take()
     assert numerics(b.said("AWAY :lunch")) == ["306"]
-    assert a.take() == [":bob!~bob@irc AWAY lunch"]
+    assert a.take() == [":bob!~bob@irc AWAY :lunch"]
     assert numerics(b.said("AWAY")) == ["305"]
     assert a.take() == [":bob!~bob@irc AWAY"]
 
@@ -183,7 +186,12 @@ def test_private_room_invite_kick_ban_and_modes() -> None:
     assert b.take()[0] == ":bob!~bob@irc JOIN #ops"
     assert a.take() == [":bob!~bob@irc JOIN #ops"]
     assert numerics(b.said("KICK #ops alice")) == ["482"]
-    assert numerics(a.said("MODE #ops +o bob")) == ["472"]
+    assert a.said("MODE #ops +o bob") == [":alice!~alice@irc MODE #ops +o bob"]
+    assert b.take() == [":alice!~alice@irc MODE #ops +o bob"]
+    assert ":@#ops" in " ".join(b.said("WHOIS bob"))
+    a.send("MODE #ops -o bob")
+    assert b.take() == [":alice!~alice@irc MODE #ops -o bob"]
+    assert numerics(a.said("MODE #ops +t")) == ["472"]
     a.send("KICK #ops bob :behave")
     assert a.take() == [":alice!~alice@irc KICK #ops bob :behave"]
     assert b.take() == [":alice!~alice@irc KICK #ops bob :behave"]

@@ -149,6 +149,12 @@ class Hub:
                 room.ops.discard(key)
         elif ev.kind == "topic":
             room.ops.add(key)  # only operators (and admins) set topics (§6.11)
+        elif ev.kind == "op":
+            room.ops.add(key)
+            if ev.text.startswith("-"):
+                room.ops.discard(nick_key(ev.text[1:]))
+            else:
+                room.ops.add(nick_key(ev.text))
         if not room.members and not room.watchers:
             del self.rooms[room.name]
 

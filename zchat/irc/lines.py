@@ -25,9 +25,8 @@ MAX_PARAMS = 15
 
 #: Commands whose last parameter is text: always sent as a trailing parameter
 #: (":text"), as servers do, whatever it holds; some clients expect it.
-_TEXT_LAST = frozenset(
-    {"PRIVMSG", "NOTICE", "TOPIC", "QUIT", "PART", "KICK", "ERROR", "AWAY", "CAP"}
-)
+_TEXT_LAST = frozenset({"PRIVMSG", "NOTICE", "TOPIC", "PART", "KICK", "CAP"})
+_TEXT_ONLY = frozenset({"QUIT", "ERROR", "AWAY"})
 _TAG_ESCAPES = {"\\": "\\\\", ";": "\\:", " ": "\\s", "\r": "\\r", "\n": "\\n"}
 _TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
 
@@ -67,9 +66,11 @@ class Line:
         if params:
             last = params.pop()
             parts.extend(params)
-            text_param = self.command.isdigit() or self.command in _TEXT_LAST
             needs = not last or " " in last or last[0] == ":"
-            parts.append(":" + last if needs or (text_param and params) else last)
+            text = self.command in _TEXT_ONLY or (
+                bool(params) and (self.command in _TEXT_LAST or self.command.isdigit())
+            )
+            parts.append(":" + last if needs or text else last)
         return " ".join(parts).encode("utf-8", "replace") + b"\r\n"
 
 

@@ -709,7 +709,11 @@ class IrcConnection:
 
     def _cmd_away(self, line: Line) -> None:
         text = strip_formatting(line.params[0])[:AWAY_LEN] if line.params else ""
+        text = text if _topic_ok(text) else "away"
         self.away = text
+        # The broker keeps it for WHOIS, WHO and DMs (§6.13); the door tells
+        # its away-notify clients at once.
+        self._request(partial(m.Away, text=text), "AWAY")
         self._num(
             "306" if text else "305",
             "You have been marked as being away"
@@ -856,10 +860,10 @@ class IrcConnection:
             self._who_line("*", self.hub.display_nick(mask))
         self._num("315", mask, "End of /WHO list")
 
-    def _who_line(self, channel: str, nick: str, room: str = "") -> None:
+    def _who_line(self, channel: str, nick: str, room: str = "", away: bool = False) -> None:
         conn = self.hub.user(nick)
         user, host = self.hub.hostmask(nick).split("!", 1)[1].split("@", 1)
-        flags = ("G" if conn is not None and conn.away else "H") + (
+        flags = ("G" if away or (conn is not None and conn.away) else "H") + (
             "@" if room and self.hub.is_op(room, nick) else ""
         )
         real = conn.realname if conn is not None else "zchat user"
@@ -867,30 +871,38 @@ class IrcConnection:
 
     def _cmd_whois(self, line: Line) -> None:
         target = line.params[-1].split(",")[0]
-        if not self.hub.is_present(target):
+        try:
+            check_nick(target)
+        except ProtocolError:
             self._num("401", target[:40], "No such nick/channel")
             self._num("318", target[:40], "End of /WHOIS list")
             return
-        nick = self.hub.display_nick(target)
+        self._request(partial(m.Whois, nick=target), "WHOIS", extra=(target,))
+
+    def _whois(self, msg: m.WhoisIs) -> None:
+        nick = msg.nick
+        if not msg.online:
+            when = f"; last seen {irc_time(msg.seen)}" if msg.seen else ""
+            self._num("401", nick, f"No such nick/channel (offline{when})")
+            self._num("318", nick, "End of /WHOIS list")
+            return
         conn = self.hub.user(nick)
         user, host = self.hub.hostmask(nick).split("!", 1)[1].split("@", 1)
         self._num("311", nick, user, host, "*", conn.realname if conn else "zchat user")
-        rooms = [
-            ("@" if nick_key(nick) in r.ops else "") + "#" + r.name
-            for r in self.hub.rooms_of(nick)
-            if not r.private or r.name in self.rooms
-        ]
+        rooms = [("@" if self.hub.is_op(r, nick) else "") + "#" + r for r in msg.rooms]
         if rooms:
-            self._num("319", nick, " ".join(sorted(rooms)))
+            self._num("319", nick, " ".join(rooms))
         via = "the IRC door" if conn else "a zchat client"
         self._num("312", nick, self.settings.server, f"zchat, via {via}")
-        if conn is not None:
-            if conn.away:
-                self._num("301", nick, conn.away)
-            if conn.account:
-                self._num("330", nick, conn.account, "is logged in as")
-            if conn.secure and conn.account:
-                self._num("671", nick, "is using a secure connection")
+        if msg.away:
+            self._num("301", nick, msg.away)
+        if conn is not None and conn.account:
+            self._num("330", nick, conn.account, "is logged in as")
+        if conn is not None and conn.secure and conn.account:
+            self._num("671", nick, "is using a secure connection")
+        if msg.key:
+            self._num("320", nick, f"owns its nick with the key {msg.key}")
+        self._num("317", nick, str(int(msg.idle)), "seconds idle")
         self._num("318", nick, "End of /WHOIS list")
 
     def _cmd_list(self, line: Line) -> None:
@@ -948,13 +960,9 @@ class IrcConnection:
                 lambda rid: m.Ban(rid, name, nick, ban), "MODE", extra=(name, change, nick)
             )
             return
-        if change in ("+o", "-o"):
-            self._num(
-                "472",
-                "o",
-                "zchat has no request to grant or take operator rights: "
-                "a room's creator and the broker's admins are its operators",
-            )
+        if change in ("+o", "-o") and len(line.params) > 2:
+            nick, grant = line.params[2], change == "+o"
+            self._request(partial(m.Op, room=name, nick=nick, op=grant), "MODE", extra=(name, nick))
             return
         if change in ("+i", "-i", "+t", "-t"):
             self._num(
@@ -1027,13 +1035,6 @@ class IrcConnection:
                     text,
                     (target,),
                 )
-                if (
-                    p is not None
-                    and (away := self.hub.user(target)) is not None
-                    and away.away
-                    and not notice
-                ):
-                    self._num("301", away.nick, away.away)
             if p is not None:
                 self._by_msg_id[msg_id] = p
 
@@ -1086,31 +1087,30 @@ class IrcConnection:
             return
         # Each ref is ("seq", n) or ("ts", t) or ("*", 0).
         r = [x for x in refs if x is not None]
-        # (after, before, limit) of the HISTORY request (§6.5); after 0 means "newest".
+        # (after, before) of the HISTORY request (§6.5); after 0 means "the newest".
+        # It asks for the most events it may: joins, leaves and the like are
+        # left out of the batch, and ``limit`` counts messages.
         kinds = [k for k, _ in r]
         seqs = [int(v) for _, v in r]
-        want = max(limit, 1)
         if sub == "LATEST":
-            window = (0, 0, want if kinds[0] == "*" else MAX_HISTORY)
+            window = (0, 0)
         elif sub == "BEFORE" and kinds[0] == "seq":
-            window = (0, seqs[0], want)
+            window = (0, seqs[0])
         elif sub == "AFTER" and kinds[0] == "seq":
-            window = (seqs[0], 0, want)
+            window = (seqs[0], 0)
         elif sub == "AROUND" and kinds[0] == "seq":
-            lo = max(0, seqs[0] - limit // 2 - 1)
-            window = (lo, 0, want) if lo else (0, limit + 1, want)
+            window = (0, seqs[0] + limit // 2 + 1)
         elif sub == "BETWEEN" and kinds == ["seq", "seq"]:
-            lo = min(seqs)
-            window = (lo, 0, MAX_HISTORY) if lo else (0, max(seqs), MAX_HISTORY)
+            window = (min(seqs), 0) if min(seqs) else (0, max(seqs))
         elif sub in ("BEFORE", "AFTER", "AROUND", "BETWEEN"):
-            window = (0, 0, MAX_HISTORY)  # by timestamp: look through the newest
+            window = (0, 0)  # by timestamp: look through the newest
         else:
             self._fail("CHATHISTORY", "INVALID_PARAMS", sub[:20], "Unknown subcommand")
             return
-        after, before, count = window
+        after, before = window
         spec = (sub, target, str(limit), *(f"{k}={v}" for k, v in r))
         self._request(
-            lambda rid: m.History(rid, name, after, before, count), "CHATHISTORY", extra=spec
+            lambda rid: m.History(rid, name, after, before, MAX_HISTORY), "CHATHISTORY", extra=spec
         )
 
     def _msgref(self, text: str, room: str) -> tuple[str, float] | None:
@@ -1159,6 +1159,11 @@ class IrcConnection:
                 t2 = parsed[1][1] if len(parsed) > 1 else t
                 lo, hi = min(t, t2), max(t, t2)
                 events = [e for e in events if lo < e.ts < hi][:limit]
+        elif sub == "AROUND" and parsed:
+            x = parsed[0][1]
+            events = sorted(
+                sorted(events, key=lambda e: abs(e.seq - x))[:limit], key=lambda e: e.seq
+            )
         elif sub == "BETWEEN" and len(parsed) == 2:
             lo, hi = min(parsed[0][1], parsed[1][1]), max(parsed[0][1], parsed[1][1])
             events = [e for e in events if lo < e.seq < hi][:limit]
@@ -1227,8 +1232,9 @@ class IrcConnection:
         elif isinstance(msg, m.Names):
             self.hub.set_members(msg.room, msg.members, complete=not msg.more)
             if p.command == "WHO":
+                away = {nick_key(n) for n in msg.away}
                 for nick in msg.members:
-                    self._who_line("#" + msg.room, nick, msg.room)
+                    self._who_line("#" + msg.room, nick, msg.room, nick_key(nick) in away)
                 self._num("315", p.extra[0], "End of /WHO list")
             else:
                 self._names_lines(msg.room, msg.members)
@@ -1247,7 +1253,11 @@ class IrcConnection:
             self._num("323", "End of /LIST")
         elif isinstance(msg, m.Events):
             self._history(p, msg)
+        elif isinstance(msg, m.WhoisIs):
+            self._whois(msg)
         elif isinstance(msg, m.Ack):
+            if isinstance(req, m.Tell) and msg.away and p.command != "NOTICE":
+                self._num("301", req.to, msg.away)
             if isinstance(req, m.Tell) and "echo-message" in self.caps:
                 target = p.extra[0]
                 for line in self._message_lines(
@@ -1298,10 +1308,15 @@ class IrcConnection:
             self._num("401" if code == "no_such_nick" else "404", p.extra[0], text)
         elif isinstance(req, m.Nick):
             self._num("433" if code == "nick_taken" else "432", req.nick, text)
-        elif isinstance(req, (m.Topic, m.Kick, m.Invite, m.Ban, m.Leave, m.Who, m.History)):
+        elif isinstance(req, m.Whois):
+            self._num("401", req.nick, "No such nick/channel")
+            self._num("318", req.nick, "End of /WHOIS list")
+        elif isinstance(req, m.Away):
+            pass
+        elif isinstance(req, (m.Topic, m.Kick, m.Invite, m.Ban, m.Op, m.Leave, m.Who, m.History)):
             if code == "not_op":
                 self._num("482", chan, f"You're not channel operator ({text})")
-            elif code == "not_member" and isinstance(req, m.Kick) and len(p.extra) > 1:
+            elif code == "not_member" and isinstance(req, m.Kick | m.Op) and len(p.extra) > 1:
                 self._num("441", p.extra[1], chan, "They aren't on that channel")
             elif code == "not_member":
                 self._num("442", chan, "You're not on that channel")
@@ -1428,6 +1443,9 @@ class IrcConnection:
                 )
         elif ev.kind == "topic":
             self.out.append(Line("TOPIC", (chan, ev.text), src, tags).render())
+        elif ev.kind == "op":
+            target, sign = (ev.text[1:], "-") if ev.text.startswith("-") else (ev.text, "+")
+            self.out.append(Line("MODE", (chan, sign + "o", target), src, tags).render())
 
     def _renamed_mask(self, old: str, new: str) -> str:
         """The hostmask a NICK line comes from, whether the hub knows the user by
