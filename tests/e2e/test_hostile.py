@@ -465,7 +465,7 @@ def test_full_disk_is_refused_retried_and_nothing_lost(
     receiver = Proc(["client", "--json", "--connect", broker.endpoint, "--nick", "watcher",
                      "--room", "dev"], env={"ZCHAT_WAIT": "60"})  # fmt: skip
     procs.append(receiver)
-    receiver.wait_for('"joined #dev')
+    receiver.wait_for(_joined_json("dev"))
     typist = Proc(["client", "--plain", "--connect", broker.endpoint, "--nick", "typist",
                    "--room", "dev"], env={"ZCHAT_WAIT": "60"})  # fmt: skip
     procs.append(typist)
@@ -505,23 +505,42 @@ def test_full_disk_is_refused_retried_and_nothing_lost(
         receiver.drain(0.5)
     receiver.drain(0.5)
     assert broker.p.poll() is None
+    broker.drain(0.5)
     store_lines = [line for line in broker.lines if "store" in line.lower()][1:]  # not the banner
     assert 1 <= len(store_lines) <= 4, f"the broker's lines about its store: {store_lines}"
 
     shown = _chats(receiver)
     print(f"full after {full_at} of {len(expected)} messages; broker said {store_lines}")
+    broker.stop()
+    stored = _stored(store)
+    texts = [text for _, text in shown]
+    stored_texts = sorted(stored.values())
+    lost = sorted(expected - set(stored_texts))
+    unshown = sorted(set(stored_texts) - set(texts))
+    assert not lost, f"{len(lost)} sent but never stored: {_short(lost)}"
+    assert len(stored_texts) == len(set(stored_texts)), "a message was stored twice"
+    assert set(stored_texts) == expected, "stored something nobody sent"
+    assert all(stored.get(seq) == text for seq, text in shown), "shown but not stored"
     seqs = [seq for seq, _ in shown]
     assert seqs == sorted(set(seqs)), "shown twice or out of order"
-    texts = [text for _, text in shown]
-    assert len(texts) == len(set(texts)) and set(texts) == expected
+    assert not unshown, f"{len(unshown)} stored but never shown: {_short(unshown)}"
     for name, sent in (("send", one_shot), ("pipe", piped)):
         mine = [t for t in texts if t.startswith(name)]
         assert mine == sent, f"{name}: not in the order sent"
 
-    broker.stop()
-    stored = _stored(store)
-    assert sorted(stored.values()) == sorted(expected), "stored not exactly once"
-    assert all(stored.get(seq) == text for seq, text in shown), "shown but not stored"
+
+def _short(texts: list[str]) -> list[str]:
+    return [t.split()[0] for t in texts[:20]]
+
+
+def _joined_json(room: str) -> Callable[[str], bool]:
+    def match(line: str) -> bool:
+        if not line.startswith("{"):
+            return False
+        ev = json.loads(line)
+        return bool(ev.get("event") == "joined" and ev.get("room") == room)
+
+    return match
 
 
 def _chats(proc: Proc) -> list[tuple[int, str]]:
