@@ -352,3 +352,15 @@ def test_hostile_lines() -> None:
 )  # fmt: skip
 def test_strip_formatting(raw: str, clean: str) -> None:
     assert strip_formatting(raw) == clean
+
+
+def test_commands_pipelined_behind_registration_run_after_welcome() -> None:
+    w = World()
+    c = w.connect()
+    for raw in (b"NICK bot", b"USER bot 0 * :bot", b"JOIN #dev", b"PRIVMSG #dev :up"):
+        c.conn.receive(raw, w.now)  # all before the broker answered HELLO
+    w.pump()
+    out = c.take()
+    assert "451" not in numerics(out)
+    assert ":bot!~bot@irc JOIN #dev" in out
+    assert w.zmq(b"z9", m.Hello(1, "zz")) and w.zmq(b"z9", m.History(2, "dev", 0, 0, 5))

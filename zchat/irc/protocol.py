@@ -66,6 +66,8 @@ REGISTRATION_TIMEOUT = 30.0
 IDLE_PING = 90.0
 #: Requests waiting out a rate limit before the door stops reading the connection.
 MAX_HELD = 64
+#: Commands kept while the broker's WELCOME is awaited (the rest: 451).
+MAX_EARLY = 32
 #: Failed SASL attempts before the connection is closed (each costs a scrypt).
 MAX_SASL_FAILURES = 3
 #: AWAY messages are cut to this many characters.
@@ -224,6 +226,7 @@ class IrcConnection:
         self._seen_once: dict[tuple[str, str, str], float] = {}
         self._batch = 0
         self._user_given = False
+        self._early: list[Line] = []  # commands sent before WELCOME came
         self._now = now
 
     # ------------------------------------------------------------- properties
@@ -361,7 +364,15 @@ class IrcConnection:
             elif exc.numeric:
                 self._num(exc.numeric, exc.text)
             return
+        self._dispatch(line)
+
+    def _dispatch(self, line: Line) -> None:
         handler = _COMMANDS.get(line.command)
+        early = self.state is ConnState.HELLO_SENT and (handler is None or not handler[2])
+        if early and len(self._early) < MAX_EARLY:
+            # Sent right behind NICK/USER (bots pipeline JOIN): run after WELCOME.
+            self._early.append(line)
+            return
         if handler is None:
             if self.state in PRE_REGISTRATION:
                 self._num("451", "You have not registered")
@@ -674,6 +685,9 @@ class IrcConnection:
         self._num("375", f"- {s.server} Message of the day -")
         self._num("372", "- zchat: rooms are channels (#x is room x); history: draft/chathistory")
         self._num("376", "End of /MOTD command")
+        early, self._early = self._early, []
+        for line in early:
+            self._dispatch(line)
 
     # -------------------------------------------------------- simple commands
 
