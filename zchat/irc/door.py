@@ -272,7 +272,7 @@ class IrcDoor(Door):
             else:
                 line = bytes(buf[start:end]).rstrip(b"\r")
                 if len(line) > L.MAX_INPUT:
-                    conn.receive(b"@" + b"x" * L.MAX_CLIENT_TAGS + b" X", now)  # answers 417
+                    conn.too_long(now)
                 elif line:
                     conn.receive(line, now)
             start = end + 1
@@ -282,7 +282,7 @@ class IrcDoor(Door):
             del buf[:]
             if not s.skipping:
                 s.skipping = True
-                conn.receive(b"@" + b"x" * L.MAX_CLIENT_TAGS + b" X", now)
+                conn.too_long(now)
 
     def _after(self, s: _Socket) -> None:
         """Move the protocol's output to the socket, its requests to the queue."""

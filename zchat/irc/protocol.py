@@ -399,6 +399,12 @@ class IrcConnection:
                 else:
                     self._flush_labeled(label, buf)
 
+    def too_long(self, now: float) -> None:
+        """The door refused a line longer than the tags budget and 512 bytes together."""
+        self._now = now
+        self.heard = now
+        self._num("417", "Input line was too long")
+
     def gone(self, now: float) -> None:
         """The socket closed (or the door gives up on it): end the session."""
         self._now = now
@@ -788,6 +794,8 @@ class IrcConnection:
         if view is None:  # parted meanwhile
             return
         view.joined, view.position, view.private = True, msg.last, msg.private
+        if isinstance(pending.req, m.Join) and pending.req.private and not msg.private:
+            self._notice(f"#{msg.room} exists already and is not invite-only")
         self.hub.room(msg.room).private = msg.private
         if msg.members and not msg.more:
             self.hub.set_members(msg.room, msg.members, complete=True)
