@@ -120,6 +120,7 @@ class BrokerConfig:
     max_clients: int = 10_000
     max_rooms_per_client: int = 100
     announce_limit: int = 200  # rooms with this many members announce no joins and leaves
+    max_topics: int = 0  # topics subscribed at once before a flood is assumed; 0: 2 per client
     hwm: int = 100_000  # broadcasts queued per subscriber before drops (clients gap-fill)
     rate: float = 50.0  # requests per second per client, sustained (token bucket)
     burst: int = 200  # requests a client may send at once before the rate applies
@@ -166,6 +167,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_clients": _count,
     "max_rooms_per_client": _count,
     "announce_limit": _count,
+    "max_topics": lambda v: v and _count(v),
     "hwm": _count,
     "rate": _positive,
     "log_format": lambda v: _one_of(v, ("text", "json")),

@@ -128,6 +128,7 @@ class Counters:
     published: int = 0  # out: broadcasts (counted by the server)
     replies: int = 0  # out: replies and pushes handed to the ROUTER (by the server)
     dropped: int = 0  # out: replies the ROUTER could not deliver (by the server)
+    resets: int = 0  # the broadcast socket rebuilt against a subscription flood (by the server)
 
 
 def _inbox(nick: str) -> str:

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TextIO, cast
@@ -49,6 +50,8 @@ _TRIM_BYTES = 4 * 1024 * 1024
 #: ("\x09SUBSCRIBE") and the longest topic. A longer one drops that connection
 #: in libzmq before it costs memory (docs/security.md).
 _MAX_SUBSCRIPTION = 10 + MAX_TOPIC_BYTES
+#: Subscriptions queued per subscriber before libzmq stops reading its socket.
+_SUBSCRIPTION_HWM = 200
 
 try:
     _libc: ctypes.CDLL | None = ctypes.CDLL(None)
@@ -144,7 +147,9 @@ class BrokerServer:
         self.ctx = zmq.Context()
         seed_routing_ids()
         self.router = self.ctx.socket(zmq.ROUTER)
-        self.xpub = self.ctx.socket(zmq.XPUB)
+        self._curve_keys = (public, secret) if self.curve else None
+        self._hwm = config.hwm
+        self.xpub = self._broadcast_socket()
         self.zap: zmq.Socket[bytes] | None = None
         self.monitor: zmq.Socket[bytes] | None = None
         self.refusals = RefusalLog()
@@ -155,6 +160,13 @@ class BrokerServer:
         #: go out once it has (nothing is shown or sent that is not stored).
         self._held: list[Effect] = []
         self._next_check = 0.0
+        #: Topics subscribed on the broadcast socket now (rooms in use, sync
+        #: tokens of joins under way, the control topic: §5.2), and how many
+        #: before the broker takes it for a flood.
+        self._topics = 0
+        self._max_topics = config.max_topics or 1000 + 2 * config.max_clients
+        self._trim_at = float("inf")
+        self._trims = 0
         try:
             if self.curve:
                 # The ZAP handler must exist before anything is bound: a CURVE
@@ -162,39 +174,28 @@ class BrokerServer:
                 self.zap = self.ctx.socket(zmq.ROUTER)
                 self.zap.setsockopt(zmq.LINGER, 0)
                 self.zap.bind("inproc://zeromq.zap.01")
-                for sock in (self.router, self.xpub):
-                    sock.curve_server = True
-                    sock.curve_publickey = public
-                    sock.curve_secretkey = secret
-                    sock.zap_domain = DOMAIN
+                self._curve(self.router)
                 # Handshakes that never reach ZAP (no keys, the wrong broker
                 # key) show only here; every client talks to the ROUTER first.
                 self.monitor = self.router.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
                 self.monitor.setsockopt(zmq.LINGER, 0)
             # Options first: they only apply to later bind() calls.
-            for sock in (self.router, self.xpub):
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.IPV6, 1)  # tcp://[::]:5555 and IPv6 peers too
-                sock.setsockopt(zmq.RCVHWM, HWM)
-                sock.setsockopt(zmq.BACKLOG, 4096)
-            # Replies must not be dropped: a client would wait for them. Room
-            # traffic may be, per subscriber: clients recover it by seq (§6.5).
+            _common_options(self.router)
+            self.router.setsockopt(zmq.RCVHWM, HWM)
+            # Replies must not be dropped: a client would wait for them.
             self.router.setsockopt(zmq.SNDHWM, HWM)
-            self.xpub.setsockopt(zmq.SNDHWM, config.hwm)
             self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self.router.setsockopt(zmq.ROUTER_HANDOVER, 0)
             # Headroom over the body limit for the other frames; anything bigger
             # is hostile and libzmq drops that connection before we see it.
             self.router.setsockopt(zmq.MAXMSGSIZE, MAX_BODY_BYTES + 1024)
-            # The broadcast socket only ever receives subscriptions. Under CURVE
-            # the limit also applies to the handshake's commands (INITIATE is
-            # a few hundred bytes), and only allow-listed keys get that far.
-            self.xpub.setsockopt(zmq.MAXMSGSIZE, 1024 if self.curve else _MAX_SUBSCRIPTION)
             self.router.bind(config.bind)
             self.endpoint = _bound(config.bind, self.router)
             pub = config.pub or _pub_default(config.bind)
             self.xpub.bind(pub)
             self.pub_endpoint = _bound(pub, self.xpub)
+            #: Where the broadcast socket is bound again after a reset: the same port.
+            self._pub_bind = pub.rpartition(":")[0] + ":" + self.pub_endpoint.rpartition(":")[2]
         except zmq.ZMQError:
             self.close()
             raise
@@ -216,6 +217,29 @@ class BrokerServer:
             clock(),
         )
 
+    def _curve(self, sock: zmq.Socket[bytes]) -> None:
+        assert self._curve_keys is not None
+        sock.curve_server = True
+        sock.curve_publickey, sock.curve_secretkey = self._curve_keys
+        sock.zap_domain = DOMAIN
+
+    def _broadcast_socket(self) -> zmq.Socket[bytes]:
+        """A new, unbound broadcast socket with every option it needs."""
+        xpub = self.ctx.socket(zmq.XPUB)
+        if self._curve_keys is not None:
+            self._curve(xpub)
+        _common_options(xpub)
+        # A subscriber sends a few subscriptions; libzmq applies what it has
+        # queued at the next touch of the socket, in this thread.
+        xpub.setsockopt(zmq.RCVHWM, _SUBSCRIPTION_HWM)
+        # Room traffic may be dropped per subscriber: clients recover it by seq (§6.5).
+        xpub.setsockopt(zmq.SNDHWM, self._hwm)
+        # It only ever receives subscriptions. Under CURVE the limit also applies
+        # to the handshake's commands (INITIATE is a few hundred bytes), and only
+        # allow-listed keys get that far.
+        xpub.setsockopt(zmq.MAXMSGSIZE, 1024 if self._curve_keys else _MAX_SUBSCRIPTION)
+        return xpub
+
     # ----------------------------------------------------------------- running
 
     def run(self) -> None:
@@ -225,7 +249,7 @@ class BrokerServer:
         wake_w.setblocking(False)
         old_fd = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-        poller = zmq.Poller()
+        self._poller = poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.xpub, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
@@ -267,6 +291,11 @@ class BrokerServer:
 
     def _tick(self) -> None:
         now = self.clock()
+        if time.monotonic() >= self._trim_at:
+            # Again a little later: the reaper may still have been freeing.
+            self._trim_at = float("inf") if self._trims >= 2 else time.monotonic() + 2.0
+            self._trims += 1
+            _trim_memory()
         effects: list[Effect] = []
         try:
             if now >= self._next_check:
@@ -406,14 +435,56 @@ class BrokerServer:
 
     def _drain_xpub(self) -> None:
         effects: list[Effect] = []
-        for _ in range(BATCH):
+        # Everything queued, not a batch: every recv lets libzmq apply more
+        # subscriptions, and the count must keep up with what it applied.
+        while True:
             try:
                 msg = self.xpub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            # A non-manual XPUB reports a topic when its first subscriber comes
+            # and when its last one goes: the count of live topics is exact.
             if msg[:1] == b"\x01":
+                self._topics += 1
                 effects.extend(self.core.subscribed(msg[1:]))
+            elif msg[:1] == b"\x00":
+                self._topics -= 1
+            if self._topics > self._max_topics:
+                self._reset_broadcast()
+                break
         self._carry_out(effects)
+
+    def _reset_broadcast(self) -> None:
+        """More topics are subscribed than honest clients can use: someone is
+        flooding. Drop every subscriber by binding a new broadcast socket on the
+        same port; libzmq's SUBs reconnect and subscribe again, and clients fetch
+        what they missed meanwhile by seq (§6.5). The flood's memory goes with
+        the old socket (docs/security.md)."""
+        flood = (
+            f"a subscription flood: more than {self._max_topics:,} topics (max_topics) on the "
+            "broadcast socket; every subscriber dropped (they reconnect)"
+        )
+        if line := self.refusals.note(flood, self.clock()):
+            self._show(line)
+        self._poller.unregister(self.xpub)
+        self.xpub.close(linger=0)
+        self.xpub = self._broadcast_socket()
+        deadline = time.monotonic() + 2.0
+        while True:  # the old listener closes in libzmq's I/O thread, soon
+            try:
+                self.xpub.bind(self._pub_bind)
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        self._poller.register(self.xpub, zmq.POLLIN)
+        self._topics = 0
+        self.core.counters.resets += 1
+        # libzmq frees the old socket's subscriptions in its reaper thread: give
+        # the memory back to the system once it has.
+        self._trim_at = time.monotonic() + 1.0
+        self._trims = 0
 
     def _carry_out(self, effects: list[Effect]) -> None:
         lines = []
@@ -472,6 +543,13 @@ class BrokerServer:
         # A moment for SHUTDOWN to leave; a stuck subscriber cannot hold us longer.
         self.xpub.close(linger=250)
         self.ctx.term()
+
+
+def _common_options(sock: zmq.Socket[bytes]) -> None:
+    # Options first: they only apply to later bind() calls.
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IPV6, 1)  # tcp://[::]:5555 and IPv6 peers too
+    sock.setsockopt(zmq.BACKLOG, 4096)
 
 
 _SNDMORE = int(zmq.SNDMORE)

@@ -98,9 +98,10 @@ class Store(abc.ABC):
         The broker wraps each batch drained from its socket in one, so one
         commit covers many messages (docs/protocol.md §6.4). If the block
         raises, its writes are undone. If the commit itself fails, the block
-        raises ``StoreUnavailable`` and its writes are *kept pending*, as if
-        they had happened (``last()`` counts them): ``retry()`` commits them
-        later, and until it has, every other write raises ``StoreUnavailable``.
+        raises ``StoreUnavailable`` and its writes are *kept pending*: ``retry()``
+        commits them later with the positions they were given, and until it
+        has, every other write raises ``StoreUnavailable`` and ``last()`` and
+        reads see only what is committed.
         """
 
     def retry(self) -> bool:

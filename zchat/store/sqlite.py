@@ -264,8 +264,8 @@ class SQLiteStore(Store):
     def _commit(self) -> None:
         """Commit the open batch, or keep its writes pending and raise StoreUnavailable.
 
-        The pending writes stay counted in the cached positions, as they were
-        handed out: retry() replays exactly them, in order, before anything else.
+        retry() replays exactly the pending writes, in order, before anything
+        else is written; until then ``last()`` says the committed positions.
         """
         why = self._failed
         if not why:
@@ -278,6 +278,9 @@ class SQLiteStore(Store):
         if self._writes:  # (with writes pending already, every write was refused)
             self._pending = self._writes
         self._failed = ""
+        # Until the pending writes commit, readers see the committed positions:
+        # a client told of a position it cannot fetch yet would skip it.
+        self._last.clear()
         raise StoreUnavailable(f"store {self.path}: {why}")
 
     def _rollback(self) -> None:
@@ -300,6 +303,7 @@ class SQLiteStore(Store):
             return False
         self.writes += len(self._pending)
         self._pending = []
+        self._last.clear()  # the replayed positions are committed now
         return True
 
     def check(self) -> None:
