@@ -410,5 +410,5 @@ def test_a_routing_id_reserved_for_doors_is_refused(
     poser.send_multipart(encode(m.Hello(1, "poser")))
     broker.wait_for(r"! dropped a request from ff6972633a31: id reserved for doors")
     assert not poser.poll(200)
-    honest, welcome = raw_session(zctx, broker.endpoint, "poser")  # the nick was never taken
+    _, welcome = raw_session(zctx, broker.endpoint, "poser")  # the nick was never taken
     assert welcome.nick == "poser"
