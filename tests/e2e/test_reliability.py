@@ -179,3 +179,16 @@ def test_dm_to_offline_nick_is_delivered_once_on_next_login(broker: Broker, clie
     third.send("/rooms")  # a round trip after login: any stored DM came before it
     third.wait_for(r"^-- #lobby")
     assert third.count("are you there") == 0
+
+
+def test_a_broker_whose_store_vanished_says_so_and_stops(
+    broker: Broker, client: Start
+) -> None:
+    """§6.4: with its store file removed the broker cannot keep what it acknowledges:
+    it tells its clients (SHUTDOWN with the reason) and exits 1 with one line."""
+    alice = client("alice", room="dev")
+    alice.wait_for(r"^-- joined #dev")
+    broker.store.unlink()
+    assert broker.wait_exit() == 1
+    assert any(line.startswith("Error: store lost: ") for line in broker.lines), broker.lines
+    alice.wait_for(r"store lost")
