@@ -47,6 +47,8 @@ MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_CONNECTIONS = 10_000
 #: Seconds a connection may take to finish its HTTP request (slow clients hold sockets).
 REQUEST_TIMEOUT = 10.0
+#: Seconds between sweeps of every connection for timers (pings, retries, timeouts).
+TICK = 0.25
 _READ_BYTES = 65536
 _READS_PER_WAKE = 16  # per connection, so one busy browser cannot starve the others
 
@@ -130,6 +132,7 @@ class _Conn:
     writing: bool = False
     heard: float = 0.0
     pinged: float = 0.0
+    rooms: set[str] = field(default_factory=set)  # as indexed in WebDoor.members
 
 
 class WebDoor(Door):
@@ -175,6 +178,8 @@ class WebDoor(Door):
         self.selector.register(self.listener, selectors.EVENT_READ, None)
         self.conns: dict[socket.socket, _Conn] = {}
         self.by_peer: dict[bytes, _Conn] = {}
+        #: Room -> the connections whose session is in it (published events go there).
+        self.members: dict[str, set[_Conn]] = {}
         self._ids = itertools.count(1)
         self._now = 0.0
         self._deadline = float("inf")
@@ -217,15 +222,22 @@ class WebDoor(Door):
         if conn is None or conn.bridge is None:
             return  # the page has gone; a resume will fetch what it missed
         self._send_texts(conn, conn.bridge.deliver(msg, self._now))
+        self._sync_rooms(conn)
         self._deadline = min(self._deadline, conn.bridge.next_deadline())
 
     def broadcast(self, msg: m.Broadcast) -> None:
         if isinstance(msg, m.Event):
-            text = ""
-            for conn in list(self.by_peer.values()):
+            members = self.members.get(msg.room)
+            if not members:
+                return
+            # One JSON text and one frame for every page in the room: a server's
+            # frames are not masked, so the same bytes go to each connection.
+            frame = _text_frame(to_json(msg))
+            for conn in list(members):
                 if conn.bridge is not None and conn.bridge.event(msg):
-                    text = text or to_json(msg)
-                    self._send_texts(conn, [text])
+                    self._send_frame(conn, frame)
+                    if msg.kind in ("kick", "leave"):
+                        self._sync_rooms(conn)
         elif isinstance(msg, m.Beat | m.Shutdown):
             text = to_json(msg)
             for conn in list(self.by_peer.values()):
@@ -255,7 +267,8 @@ class WebDoor(Door):
             out.extend(conn.bridge.tick(now))
             deadline = min(deadline, conn.bridge.next_deadline(), conn.pinged + self.heartbeat,
                            conn.heard + self.timeout + self.heartbeat)  # fmt: skip
-        self._deadline = deadline
+        # Sweeping every connection costs O(n): at most every TICK seconds.
+        self._deadline = max(deadline, now + TICK)
         return out
 
     def close(self) -> None:
@@ -364,6 +377,7 @@ class WebDoor(Door):
         if bridge is None or bridge.peer not in self.by_peer:
             return []
         del self.by_peer[bridge.peer]
+        self._sync_rooms(conn)
         if conn.proto.close_rcvd is not None and _said_goodbye(conn.proto.close_rcvd):
             return bridge.close(now)
         bridge.drop()
@@ -404,6 +418,15 @@ class WebDoor(Door):
             conn.proto.send_text(text.encode())
         self._flush(conn)
 
+    def _send_frame(self, conn: _Conn, frame: bytes) -> None:
+        """A text frame serialized once for many connections (see broadcast)."""
+        if conn.proto.state is not State.OPEN:
+            return
+        self._flush(conn)  # whatever the protocol queued goes first
+        if conn.sock in self.conns:
+            conn.out += frame
+            self._flush(conn)
+
     def _flush(self, conn: _Conn) -> None:
         for chunk in conn.proto.data_to_send():
             if chunk:
@@ -414,7 +437,9 @@ class WebDoor(Door):
             self.show("! web door: closed a connection that does not read")
             self._abort(conn)
             return
-        self._write(conn)
+        # Written when the socket is writable, at the next wake-up of the loop:
+        # everything queued for a connection meanwhile goes out in one send.
+        self._want_write(conn, bool(conn.out) or conn.eof)
 
     def _write(self, conn: _Conn) -> None:
         if conn.sock not in self.conns:
@@ -441,6 +466,22 @@ class WebDoor(Door):
             return
         self._want_write(conn, bool(conn.out))
 
+    def _sync_rooms(self, conn: _Conn) -> None:
+        """Index the rooms of a connection's session as its bridge now knows them."""
+        live = conn.bridge is not None and self.by_peer.get(conn.peer) is conn
+        now = conn.bridge.rooms if live and conn.bridge is not None else set()
+        if now == conn.rooms:
+            return
+        for room in conn.rooms - now:
+            members = self.members.get(room)
+            if members is not None:
+                members.discard(conn)
+                if not members:
+                    del self.members[room]
+        for room in now - conn.rooms:
+            self.members.setdefault(room, set()).add(conn)
+        conn.rooms = set(now)
+
     def _want_write(self, conn: _Conn, want: bool) -> None:
         if want != conn.writing and conn.sock in self.conns:
             conn.writing = want
@@ -451,6 +492,7 @@ class WebDoor(Door):
         """Close a connection; a session it had stays for a resume (or expires)."""
         if conn.bridge is not None and conn.bridge.peer in self.by_peer:
             del self.by_peer[conn.bridge.peer]
+            self._sync_rooms(conn)
             conn.bridge.drop()
         self._forget(conn)
 
@@ -458,9 +500,14 @@ class WebDoor(Door):
         if self.conns.pop(conn.sock, None) is None:
             return
         self.by_peer.pop(conn.peer, None)
+        self._sync_rooms(conn)
         self.selector.unregister(conn.sock)
         with contextlib.suppress(OSError):
             conn.sock.close()
+
+
+def _text_frame(text: str) -> bytes:
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
 
 
 def _said_goodbye(close: Close) -> bool:
