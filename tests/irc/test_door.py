@@ -81,9 +81,9 @@ def register(d: IrcDoor, s: socket.socket, nick: str) -> bytes:
     hello = decode_request(got[-1].frames)
     assert isinstance(hello, m.Hello) and hello.nick == nick
     peer = got[-1].peer
-    d.deliver(
-        peer, m.Welcome(hello.rid, nick, "t" * 32, "tcp://*:1", "e" * 32, time.time(), 5.0, 15.0)
-    )
+    welcome = m.Welcome(hello.rid, nick, "t" * 32, "tcp://*:1", "e" * 32, time.time(), 5.0, 15.0)
+    d.deliver(peer, welcome)
+    d.tick(time.time())  # the end of the broker's batch: output goes out
     assert peer.startswith(b"\xffirc:")
     return peer
 

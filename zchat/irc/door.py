@@ -96,7 +96,7 @@ class IrcDoor(Door):
         self._queued: list[DoorRequest] = []
         self._next_tick = 0.0
         self._now = clock()
-        self._closing: set[_Socket] = set()
+        self._dirty: set[_Socket] = set()
 
     # ------------------------------------------------------------- Door API
 
@@ -127,6 +127,7 @@ class IrcDoor(Door):
                 self._flush(s)
             if mask & selectors.EVENT_READ and s.peer in self.socks:
                 self._read(s, now)
+        self._write_out()
         return self._take()
 
     def deliver(self, peer: bytes, msg: m.Reply | m.Push) -> None:
@@ -165,16 +166,18 @@ class IrcDoor(Door):
                 elif now >= s.conn.next_deadline():
                     s.conn.tick(now)
                     self._after(s)
+        self._write_out()
         return self._take()
 
     def next_deadline(self) -> float:
-        if self._queued:
+        if self._queued or self._dirty:
             return 0.0
         return self._next_tick if self.socks else float("inf")
 
     def close(self) -> None:
         for s in list(self.socks.values()):
-            if s.conn is not None and s.outbuf:
+            if s.conn is not None and (s.outbuf or s.conn.out):
+                s.outbuf += b"".join(s.conn.out)
                 self._flush(s)
             self._drop(s, "")
         with contextlib.suppress(KeyError, ValueError):
@@ -300,16 +303,27 @@ class IrcDoor(Door):
             if len(s.outbuf) > MAX_OUTPUT:
                 self._drop(s, "SendQ exceeded: the client does not read")
                 return
-            self._flush(s)
-        if s.peer not in self.socks:
-            return
+            # Written at the end of the broker's batch (tick): one send per
+            # connection for many events, not one each.
+            self._dirty.add(s)
         if conn.closing and not s.close_at:
             s.close_at = self._now + LINGER
         if s.close_at and not s.outbuf:
             self._drop(s, "")
             return
-        want = 0 if conn.paused or s.close_at else selectors.EVENT_READ
-        self._watch(s, want | (selectors.EVENT_WRITE if s.outbuf else 0))
+        if s not in self._dirty:
+            want = 0 if conn.paused or s.close_at else selectors.EVENT_READ
+            self._watch(s, want | (selectors.EVENT_WRITE if s.outbuf else 0))
+
+    def _write_out(self) -> None:
+        """Send what the connections were given since the last time."""
+        dirty, self._dirty = self._dirty, set()
+        for s in dirty:
+            if s.peer in self.socks and s.conn is not None:
+                self._flush(s)
+                if s.peer in self.socks:
+                    want = 0 if s.conn.paused or s.close_at else selectors.EVENT_READ
+                    self._watch(s, want | (selectors.EVENT_WRITE if s.outbuf else 0))
 
     def _flush(self, s: _Socket) -> None:
         while s.outbuf:

@@ -43,6 +43,8 @@ class Hub:
     def __init__(self) -> None:
         self.users: dict[str, IrcConnection] = {}  # nick key -> registered IRC connection
         self.rooms: dict[str, Room] = {}
+        #: The latest room messages as rendered, by (room, seq, server-time, message-tags).
+        self.rendered: dict[tuple[str, int, bool, bool], list[bytes]] = {}
         #: Idents of users who just left, for the hostmask of their QUIT lines.
         self.departed: dict[str, str] = {}
 

@@ -1397,6 +1397,21 @@ class IrcConnection:
             return
         view.position = ev.seq
         me = nick_key(ev.nick) == nick_key(self.nick)
+        if not me and ev.kind in ("msg", "action"):
+            # The hot path: one message to many connections. Rendered once per
+            # tag set (connections with the same caps get the same bytes).
+            key = (ev.room, ev.seq, "server-time" in self.caps, "message-tags" in self.caps)
+            cached = self.hub.rendered.get(key)
+            if cached is None:
+                if len(self.hub.rendered) >= 8:
+                    self.hub.rendered.clear()
+                tags = self._tags(ev.ts, self._msgid(ev.room, ev.seq))
+                src, notice = self.hub.hostmask(ev.nick), ev.id.startswith(NOTICE_ID)
+                action = ev.kind == "action"
+                lines = self._message_lines(src, "#" + ev.room, ev.text, action, notice, tags)
+                cached = self.hub.rendered[key] = [line.render() for line in lines]
+            self.out.extend(cached)
+            return
         chan = "#" + ev.room
         src = self.source() if me else self.hub.hostmask(ev.nick)
         tags = self._tags(ev.ts, self._msgid(ev.room, ev.seq))
