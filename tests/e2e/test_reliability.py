@@ -28,7 +28,7 @@ def json_client(procs: list[Proc], broker: Broker, nick: str, room: str, *extra:
         env={"ZCHAT_WAIT": "60"},
     )
     procs.append(c)
-    c.wait_for(f'"joined #{room}')
+    c.wait_for(f'"event": "joined", "room": "{room}"')
     return c
 
 
@@ -100,7 +100,7 @@ def test_paused_receiver_catches_up_by_gap_recovery(tmp_path: Path, procs: list[
 
     paused = Proc(["client", "--json", "--connect", endpoint, "--nick", "sleepy", "--room", "bulk"])
     procs.append(paused)
-    paused.wait_for('"joined #bulk')
+    paused.wait_for('"event": "joined", "room": "bulk"')
     paused.signal(signal.SIGSTOP)
     pad = "x" * 900  # big enough that socket buffers cannot hold the burst
     lines = "".join(f"m{n:05d} {pad}\n" for n in range(10_000))
