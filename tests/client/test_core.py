@@ -1374,12 +1374,19 @@ def test_away_is_set_again_on_a_new_session() -> None:
     assert the(after, m.Away).text == "lunch"
 
 
-def test_a_join_after_a_reconnect_is_a_rejoin() -> None:
+def test_a_join_after_the_broker_went_away_is_a_rejoin() -> None:
+    """§6.2: after a broker restart (it said SHUTDOWN, or its connection closed) the
+    JOINs say rejoin; after a silent link (a cut cable) they do not: the broker is the
+    same and the others should see us come back."""
     core = ready()
-    core.tick(T0 + TIMEOUT + 1)
+    core.on_broadcast(m.Shutdown("restart"), T0)
     hello = connect(core, T0 + 20)
     synced = sync(core, core.on_direct(welcome(hello.rid), T0 + 20), T0 + 20)
     assert the(synced, m.Join).rejoin is True
+    core.tick(T0 + 20 + TIMEOUT + 1)  # silence this time
+    hello = connect(core, T0 + 40)
+    synced = sync(core, core.on_direct(welcome(hello.rid), T0 + 40), T0 + 40)
+    assert the(synced, m.Join).rejoin is False
     first = make_core()
     assert the(handshake_joins(first), m.Join).rejoin is False
 

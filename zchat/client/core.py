@@ -295,6 +295,7 @@ class ClientCore:
         #: room -> the last seq shown before we left it: a rejoin shows only what is newer.
         self._left_at: dict[str, int] = {}
         self._lazy_room = lazy_room
+        self._rejoin = False  # the broker went away (not a cut link): JOINs are rejoins
         for name in ([room] if room is not None else []) + list(rooms):
             self.rooms.setdefault(normalize_room(name), RoomView(normalize_room(name)))
         if self.current is not None:
@@ -384,15 +385,19 @@ class ClientCore:
         network went): reconnect now rather than wait out the heartbeat timeout."""
         if self.state != CS.CONNECTED:
             return []
-        return self._lost("the connection to the broker dropped", now)
+        return self._lost("the connection to the broker dropped", now, broker_gone=True)
 
     def close(self) -> None:
         """The transport stopped for good."""
         self._move(CS.CLOSED)
 
-    def _lost(self, why: str, now: float) -> list[Action]:
+    def _lost(self, why: str, now: float, broker_gone: bool = False) -> list[Action]:
+        """``broker_gone``: the broker process went away (it said so, or its TCP
+        connection closed), rather than a silent link: the next JOINs are rejoins
+        (§6.2), which a freshly restarted broker does not announce."""
         if self.quitting and self._link.bye_sent:
             return [Quit(0)]  # we were leaving anyway; the broker ends the session
+        self._rejoin = broker_gone
         self._move(CS.RECONNECTING)
         self.pub = ""  # the transport drops the SUB too; WELCOME names the endpoint again
         queued = len(self.outbox)
@@ -910,11 +915,12 @@ class ClientCore:
                 if room in self.rooms:
                     view = self.rooms[room]
                     history = 0 if view.last else self.history
-                    join = m.Join(self._next_rid(), room, history, view.private, view.was_joined)
+                    rejoin = view.was_joined and self._rejoin
+                    join = m.Join(self._next_rid(), room, history, view.private, rejoin)
                     actions.append(self._request(join, now))
             return actions + self._flush_later(now) + self._flush_outbox(now)
         if isinstance(msg, m.Shutdown):
-            return self._lost(f"the broker is going away ({msg.reason})", now)
+            return self._lost(f"the broker is going away ({msg.reason})", now, broker_gone=True)
         return []
 
     def _on_dm(self, dm: m.Dm, now: float) -> list[Action]:
