@@ -142,11 +142,21 @@ class IrcDoor(Door):
             self.hub.observe(msg)
             room = self.hub.rooms.get(msg.room)
             if room is not None:
+                now, socks = self._now, self.socks
                 for conn in list(room.watchers):
-                    conn.event(msg, self._now)
-                    s = self.socks.get(conn.peer)
-                    if s is not None:
+                    conn.event(msg, now)
+                    s = socks.get(conn.peer)
+                    if s is None:
+                        continue
+                    if conn.requests or conn.closing:
                         self._after(s)
+                    elif conn.out:  # the common case: lines to write, nothing else
+                        s.outbuf += b"".join(conn.out)
+                        conn.out = []
+                        if len(s.outbuf) > MAX_OUTPUT:
+                            self._drop(s, "SendQ exceeded: the client does not read")
+                        else:
+                            self._dirty.add(s)
         elif isinstance(msg, m.Shutdown):
             for s in list(self.socks.values()):
                 if s.conn is not None:

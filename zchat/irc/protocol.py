@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -76,6 +77,7 @@ AWAY_LEN = MAX_TOPIC_CHARS
 NOTICE_ID = "notice-"
 #: IRC formatting codes (bold, colour, italics...): zchat text has no controls (§3.3).
 _FORMATTING = {0x02, 0x0F, 0x11, 0x16, 0x1D, 0x1E, 0x1F}
+_CONTROLS = re.compile("[\x00-\x1f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,7 @@ def parse_irc_time(text: str) -> float | None:
 
 def strip_formatting(text: str) -> str:
     """IRC colours and styles out: mIRC colour codes (``\\x03NN,MM``) with their digits."""
-    if not any(ord(c) < 0x20 for c in text):
+    if not _CONTROLS.search(text):
         return text
     out: list[str] = []
     i, n = 0, len(text)
@@ -1396,8 +1398,8 @@ class IrcConnection:
         if view is None or ev.seq <= view.position:
             return
         view.position = ev.seq
-        me = nick_key(ev.nick) == nick_key(self.nick)
-        if not me and ev.kind in ("msg", "action"):
+        me = ev.nick.lower() == self.nick.lower()  # nick_key, inlined: the hot path
+        if not me and (ev.kind == "msg" or ev.kind == "action"):
             # The hot path: one message to many connections. Rendered once per
             # tag set (connections with the same caps get the same bytes).
             key = (ev.room, ev.seq, "server-time" in self.caps, "message-tags" in self.caps)
