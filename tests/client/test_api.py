@@ -97,6 +97,7 @@ def test_failures_raise_chat_errors_with_the_protocol_code(broker: Broker) -> No
             with pytest.raises(zchat.Refused) as refused:
                 await bob.kick("dev", "alice")  # alice made #dev: bob is no operator
             assert refused.value.code == "not_op"
+            assert refused.value.fault is not None and refused.value.fault.name == "USER"
             with pytest.raises(zchat.Refused) as unknown:
                 await alice.whois("nobody")
             assert unknown.value.code == "no_such_nick"

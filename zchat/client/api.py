@@ -45,6 +45,7 @@ from zchat.client.state import ConnectionState as ConnectionState
 from zchat.client.transport import Transport
 from zchat.keys import ClientKeys, KeyFileError
 from zchat.protocol import messages as m
+from zchat.protocol.errors import Code, Fault
 from zchat.protocol.rules import nick_key
 
 # The public names: the one list is zchat.__all__ (zchat/__init__.py loads them from here).
@@ -60,6 +61,17 @@ class ChatError(Exception):
         super().__init__(f"{code}: {text}")
         self.code = str(code)
         self.text = text
+
+    @property
+    def fault(self) -> Fault | None:
+        """Whose fault, as docs/protocol.md §7 says for the protocol's codes (the
+        user's, the sender's, the client state's, the broker's); None for the
+        client's own codes."""
+        known = _CODES.get(self.code)
+        return known.fault if known is not None else None
+
+
+_CODES: dict[str, Code] = {code.value: code for code in Code}
 
 
 class InvalidRequest(ChatError):
