@@ -292,6 +292,12 @@ def test_status_line_names_the_connection_state(state: str, label: str) -> None:
     assert ("class:status.bad", label) in line
 
 
+def test_history_lines_read_dimmer_than_live_ones() -> None:
+    old, _ = render(chat(history=True), Look())
+    live, _ = render(chat(), Look())
+    assert "class:history" in styles(old) and "class:history" not in styles(live)
+
+
 def test_status_line_counts_what_waits_to_be_sent() -> None:
     line = status_line(100, "alice", False, "reconnecting", TABS, queued=3)
     assert text(line).rstrip().endswith("| reconnecting (3 queued)")

@@ -108,6 +108,7 @@ def wants_colour(env: Mapping[str, str]) -> bool:
 STYLE = {
     "time": "",
     "notice": "dim italic",
+    "history": "dim",
     "info": "",
     "problem": "bold",
     "state": "bold",
@@ -188,7 +189,10 @@ def render(event: UiEvent, look: Look) -> tuple[Line, int]:
         clock = [("class:time", hhmm(event.ts) + " ")]
     line: Line
     if isinstance(event, Chat):
+        # Replayed history (on join, /history) reads dimmer than live lines.
         text_style = "class:mention-text" if event.mention else ""
+        if event.history:
+            text_style = f"{text_style} class:history".strip()
         line = [
             *clock,
             *_who(event.nick, event.action, look, event.mention),
