@@ -39,14 +39,14 @@ import zmq.asyncio
 
 import zchat
 from zchat.client import events as ui
-from zchat.client.core import Action, ClientCore, Done, Failed, Tag
+from zchat.client.core import Action, ClientCore, Done, Failed, Tag, mentions
 from zchat.client.events import RoomInfo as RoomInfo
 from zchat.client.state import ConnectionState as ConnectionState
 from zchat.client.transport import Transport
 from zchat.keys import ClientKeys, KeyFileError
 from zchat.protocol import messages as m
 from zchat.protocol.errors import Code, Fault
-from zchat.protocol.rules import nick_key
+from zchat.protocol.rules import nick_key, normalize_room
 
 # The public names: the one list is zchat.__all__ (zchat/__init__.py loads them from here).
 __all__ = [name for name in zchat.__all__ if name != "__version__"]
@@ -329,8 +329,6 @@ def public_event(ev: ui.UiEvent, me: str) -> Event | None:
 
 def _history_event(ev: m.Event, me: str) -> Event:
     if ev.kind in ("msg", "action"):
-        from zchat.client.core import mentions
-
         mention = nick_key(ev.nick) != nick_key(me) and mentions(ev.text, me)
         return Message(ev.room, ev.nick, ev.text, ev.seq, ev.ts, ev.id, ev.kind == "action",
                        None, True, mention)  # fmt: skip
@@ -605,9 +603,10 @@ class Chat:
         )
         if isinstance(reply, m.Joined):
             return RoomState(reply.room, reply.topic, tuple(reply.members), reply.last)
-        view = self.core.rooms.get(room.lstrip("#").lower())
+        name = normalize_room(room)  # in the room already: what the client knows of it
+        view = self.core.rooms.get(name)
         members = tuple(view.members.values()) if view else ()
-        return RoomState(room.lstrip("#").lower(), "", members, view.last if view else 0)
+        return RoomState(name, "", members, view.last if view else 0)
 
     async def leave(self, room: str) -> None:
         """Leave ``room``."""
