@@ -292,6 +292,11 @@ def test_status_line_names_the_connection_state(state: str, label: str) -> None:
     assert ("class:status.bad", label) in line
 
 
+def test_whois_and_ignore_complete_any_known_nick() -> None:
+    for verb in ("/whois", "/ignore"):
+        assert complete(f"{verb} ca", [], [], ["bob"], ["bob", "carol"]) == [("carol ", 2)]
+
+
 def test_history_lines_read_dimmer_than_live_ones() -> None:
     old, _ = render(chat(history=True), Look())
     live, _ = render(chat(), Look())

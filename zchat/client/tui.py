@@ -415,7 +415,8 @@ def complete(
         return [(f"#{r} ", len(word)) for r in sorted(rooms) if r.startswith(bare)]
     if first_arg and verb == "/help":
         return [(f"{c} ", len(word)) for c in sorted(commands) if c.startswith(low.lstrip("/"))]
-    pool = all_nicks if first_arg and verb in ("/msg", "/query") else nicks_here
+    anyone = ("/msg", "/query", "/whois", "/ignore", "/unignore")
+    pool = all_nicks if first_arg and verb in anyone else nicks_here
     if not word:
         return []
     suffix = ": " if len(words) == 1 else " "
