@@ -5,11 +5,56 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.irc.world import World
 from zchat.irc.protocol import REGISTRATION_TIMEOUT, Settings, strip_formatting
 from zchat.irc.state import ConnState
 from zchat.protocol import messages as m
+
+IRC_WORDS = [
+    w.encode()
+    for w in (
+        "JOIN #dev",
+        "JOIN #dev,#a,#b",
+        "PART #dev",
+        "PRIVMSG #dev :hi",
+        "PRIVMSG other :hi",
+        "NOTICE #dev :x",
+        "TOPIC #dev :t",
+        "TOPIC #dev",
+        "NAMES #dev",
+        "WHO #dev",
+        "WHO other",
+        "WHOIS other",
+        "LIST",
+        "KICK #dev other :x",
+        "INVITE other #dev",
+        "AWAY :a",
+        "AWAY",
+        "MODE #dev",
+        "MODE #dev +o other",
+        "MODE #dev +b other",
+        "MODE fuzz +i",
+        "MODE #dev b",
+        "NICK fuzz2",
+        "CAP LS 302",
+        "CAP REQ :batch labeled-response",
+        "CAP END",
+        "@label=x WHO #dev",
+        "CHATHISTORY LATEST #dev * 5",
+        "CHATHISTORY BEFORE #dev msgid=x 5",
+        "CHATHISTORY AROUND #dev timestamp=2026-01-01T00:00:00Z 5",
+        "AUTHENTICATE PLAIN",
+        "ISON a b",
+        "USERHOST other",
+        "PING x",
+        "JOIN 0",
+        "PRIVMSG #dev :\x01ACTION w\x01",
+        "QUIT :bye",
+    )
+]
 
 
 def numerics(lines: list[str]) -> list[str]:
@@ -364,3 +409,35 @@ def test_commands_pipelined_behind_registration_run_after_welcome() -> None:
     assert "451" not in numerics(out)
     assert ":bot!~bot@irc JOIN #dev" in out
     assert w.zmq(b"z9", m.Hello(1, "zz")) and w.zmq(b"z9", m.History(2, "dev", 0, 0, 5))
+
+
+def test_an_account_and_a_key_cannot_take_each_others_nick() -> None:
+    w = World(Settings(check_password=lambda n, p: n if p == "pw" else ""))
+    c = w.connect(secure=True)
+    c.send("AUTHENTICATE PLAIN", "AUTHENTICATE " + base64.b64encode(b"\0alice\0pw").decode())
+    c.send("NICK alice", "USER a 0 * :a")
+    assert c.conn.registered and c.conn.user == "account:alice"
+    c.send("QUIT")
+    refused = w.zmq(b"z1", m.Hello(1, "alice"), user="SOMECURVEKEY")
+    assert isinstance(refused[0], m.Error) and refused[0].code == "nick_taken"
+    assert isinstance(w.zmq(b"z2", m.Hello(1, "bob"), user="SOMECURVEKEY")[0], m.Welcome)
+    w.zmq(b"z2", m.Bye(2))
+    d = w.connect(secure=True)
+    d.send("AUTHENTICATE PLAIN", "AUTHENTICATE " + base64.b64encode(b"\0bob\0pw").decode())
+    assert numerics(d.said("NICK bob", "USER b 0 * :b"))[-1] == "433"
+
+
+@given(st.lists(st.binary(max_size=120) | st.sampled_from(IRC_WORDS), max_size=25))
+@settings(max_examples=150, deadline=None)
+def test_any_input_is_answered_never_raises(lines: list[bytes]) -> None:
+    w = World()
+    other = w.register("other")
+    other.send("JOIN #dev")
+    c = w.connect()
+    for raw in [b"NICK fuzz", b"USER f 0 * :f", *lines]:
+        c.conn.receive(raw, w.now)
+        w.pump()
+    w.advance(1.0)
+    c.take()
+    other.take()
+    assert other.conn.registered

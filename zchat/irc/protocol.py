@@ -684,7 +684,7 @@ class IrcConnection:
             f"NETWORK={s.network}",
             f"NICKLEN={MAX_NICK_CHARS}",
             "PREFIX=(o)@",
-            "TARGMAX=JOIN:,PART:,PRIVMSG:4,NOTICE:4,KICK:1,NAMES:1,WHOIS:1,LIST:",
+            "TARGMAX=JOIN:20,PART:,PRIVMSG:4,NOTICE:4,KICK:1,NAMES:1,WHOIS:1,LIST:",
             f"TOPICLEN={MAX_TOPIC_CHARS}",
             "UTF8ONLY",
         ]
