@@ -57,6 +57,7 @@ from zchat.client.events import (
 from zchat.client.state import ConnectionState
 from zchat.protocol import ProtocolError
 from zchat.protocol import messages as m
+from zchat.protocol.errors import Code
 from zchat.protocol.rules import MAX_HISTORY, check_nick, check_topic, nick_key, normalize_room
 
 #: Messages in flight at once; more wait in the outbox. Bounds what a
@@ -884,16 +885,17 @@ class ClientCore:
             return []  # the topic event in the room shows the change
         return [Output(TopicInfo(msg.room, msg.topic))]
 
-    def _on_ok(self, pending: _Pending, msg: m.Ok, now: float) -> list[Action]:
-        req = pending.msg
-        if isinstance(req, m.Nick):
-            self.nick = req.nick
-            return [Output(NickIs(req.nick))]
-        if isinstance(req, m.Leave) and pending.show:
-            return [Output(LeftRoom(req.room))]
-        if isinstance(req, m.Bye):
-            return [Quit(0)]
-        return []
+    def _on_nick_ok(self, pending: _Pending, msg: m.Ok, now: float) -> list[Action]:
+        nick = cast(m.Nick, pending.msg).nick
+        self.nick = nick
+        return [Output(NickIs(nick))]
+
+    def _on_left(self, pending: _Pending, msg: m.Ok, now: float) -> list[Action]:
+        room = cast(m.Leave, pending.msg).room
+        return [Output(LeftRoom(room))] if pending.show else []
+
+    def _on_bye_ok(self, pending: _Pending, msg: m.Ok, now: float) -> list[Action]:
+        return [Quit(0)]
 
     def on_broadcast(self, msg: m.Broadcast, now: float) -> list[Action]:
         """A message received on the SUB socket."""
@@ -1114,7 +1116,7 @@ class ClientCore:
             handled = row.on_error(self, pending, err, now)
             if handled is not None:
                 return handled
-        if err.code == "not_registered":
+        if err.code == Code.NOT_REGISTERED:
             # libzmq re-established the DEALER's connection by itself and the
             # broker sees a new peer: HELLO again, resuming. What was refused
             # stays in the outbox or is asked again.
@@ -1261,10 +1263,10 @@ def _nothing(core: ClientCore, pending: _Pending, msg: Any, now: float) -> list[
 _ROWS: dict[type[m.Request], _Row] = {
     m.Hello: _Row(m.Welcome, ClientCore._on_welcome, ClientCore._hello_failed),
     m.Join: _Row(m.Joined, ClientCore._on_joined, on_refused=ClientCore._join_refused),
-    m.Leave: _Row(m.Ok, ClientCore._on_ok),
+    m.Leave: _Row(m.Ok, ClientCore._on_left),
     m.Say: _Row(m.Ack, ClientCore._on_ack, on_refused=ClientCore._message_refused),
     m.Tell: _Row(m.Ack, ClientCore._on_ack, on_refused=ClientCore._message_refused),
-    m.Nick: _Row(m.Ok, ClientCore._on_ok),
+    m.Nick: _Row(m.Ok, ClientCore._on_nick_ok),
     m.Topic: _Row(m.TopicIs, ClientCore._on_topic_is),
     m.Who: _Row(m.Names, ClientCore._on_names),
     m.Rooms: _Row(m.RoomList, ClientCore._on_room_list),
@@ -1275,7 +1277,7 @@ _ROWS: dict[type[m.Request], _Row] = {
     m.Ban: _Row(m.Ok, _nothing),
     m.Stats: _Row(m.StatsReply, _nothing),
     m.Ping: _Row(m.Pong, ClientCore._on_pong),
-    m.Bye: _Row(m.Ok, ClientCore._on_ok, ClientCore._bye_failed),
+    m.Bye: _Row(m.Ok, ClientCore._on_bye_ok, ClientCore._bye_failed),
     m.Away: _Row(m.Ok, _nothing),
     m.Whois: _Row(m.WhoisIs, ClientCore._on_whois),
     m.Op: _Row(m.Ok, _nothing),
