@@ -237,7 +237,7 @@ class BrokerCore:
             self._heard(session, now)
         out: list[Effect] = []
         try:
-            if verb.session is _NEEDS and session is None:
+            if verb.needs_session and session is None:
                 raise ProtocolError(Code.NOT_REGISTERED, "say HELLO with a nick first")
             if self.store_down and verb.writes(req):
                 raise self._store_unavailable(now)
@@ -912,28 +912,25 @@ def _never(req: m.Request) -> bool:
     return False
 
 
-#: ``Verb.session``: the request needs a session (anything but HELLO and STATS).
-_NEEDS = "needs a session"
-_ANY = "with or without a session"
-
-
 @dataclass(frozen=True, slots=True)
 class Verb:
     """One row of the request table: how the broker takes one request type.
 
-    ``metered``: costs a rate-limit token (§6.12). ``writes``: whether this
-    request would write to the store, refused while the store is down (§6.4).
+    ``needs_session``: refused with ``not_registered`` without one (all but
+    HELLO and STATS). ``metered``: costs a rate-limit token (§6.12).
+    ``writes``: whether this request would write to the store, refused while
+    the store is down (§6.4).
     """
 
     handler: Callable[[BrokerCore, bytes, Any, Any, float, list[Effect]], None]
-    session: str = _NEEDS
+    needs_session: bool = True
     metered: bool = True
     writes: Callable[[Any], bool] = _always
 
 
 _VERBS: dict[type[m.Request], Verb] = {
-    m.Hello: Verb(BrokerCore._hello, _ANY, metered=False, writes=_never),  # checks inside
-    m.Stats: Verb(BrokerCore._stats_req, _ANY, metered=False, writes=_never),
+    m.Hello: Verb(BrokerCore._hello, False, metered=False, writes=_never),  # checks inside
+    m.Stats: Verb(BrokerCore._stats_req, False, metered=False, writes=_never),
     m.Ping: Verb(BrokerCore._ping, metered=False, writes=_never),
     m.Say: Verb(BrokerCore._say),
     m.Tell: Verb(BrokerCore._tell),
