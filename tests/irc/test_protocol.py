@@ -441,3 +441,13 @@ def test_any_input_is_answered_never_raises(lines: list[bytes]) -> None:
     c.take()
     other.take()
     assert other.conn.registered
+
+
+def test_a_session_the_broker_expired_closes_the_connection() -> None:
+    w = World()
+    c = w.register("alice")
+    c.conn.heartbeat = 1e9  # a starved door: no PINGs reach the broker
+    w.advance(16)  # the broker's timeout (15 s) passes
+    c.take()
+    c.send("JOIN #dev")
+    assert c.take()[-1].startswith("ERROR :Closing link: Session ended") and c.conn.closing

@@ -1317,6 +1317,11 @@ class IrcConnection:
             else:
                 self._close(f"Cannot register: {text}", bye=False)
             return
+        if code == "not_registered" and self.registered:
+            # The broker ended the session (expired while the door was starved):
+            # the client reconnects and registers afresh.
+            self._close("Session ended by the broker; reconnect", bye=False)
+            return
         target = p.extra[0] if p.extra else ""
         chan = "#" + target if target and not target.startswith("#") else target
         if isinstance(req, m.Join):
