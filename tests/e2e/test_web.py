@@ -327,3 +327,57 @@ def test_a_page_from_another_origin_cannot_open_the_websocket(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_allow_list_broker_asks_the_page_for_a_login_and_the_account_owns_its_nick(
+    tmp_path: Path, browsers: list[WebDriver], procs: list[Proc]
+) -> None:
+    import subprocess
+    import sys
+
+    def zchat(*args: str, stdin: str = "") -> None:
+        done = subprocess.run([sys.executable, "-m", "zchat", *args], input=stdin,
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    keys, allowed, accounts = tmp_path / "keys", tmp_path / "allowed", tmp_path / "accounts"
+    for name in ("broker", "carol"):
+        zchat("keygen", name, "--dir", str(keys))
+    allowed.mkdir()
+    (allowed / "carol.key").write_bytes((keys / "carol.key").read_bytes())
+    zchat("passwd", "Dana", "--accounts", str(accounts), "--password-stdin", stdin="s3cret\n")
+    conf = tmp_path / "broker.toml"
+    conf.write_text(f'[broker]\ncurve_secret_key = "{keys / "broker.key_secret"}"\n'
+                    f'curve_clients = "{allowed}"\naccounts = "{accounts}"\n')  # fmt: skip
+    port = free_port()
+    broker = Broker(tmp_path, "--config", str(conf), "--web", f"127.0.0.1:{port}")
+    procs.append(broker)
+    broker.wait_for(r"^web: .*logins against the accounts file")
+
+    page = browsers[1]
+    page.get(f"http://127.0.0.1:{port}/")
+    until(page, lambda d: d.find_element(By.ID, "password").is_displayed(), "no password field")
+    page.find_element(By.ID, "nick").send_keys("dana")
+    page.find_element(By.ID, "password").send_keys("wrong")
+    page.find_element(By.ID, "go").click()
+    refused = "wrong account name or password"
+    until(page, lambda d: refused in d.find_element(By.ID, "login-error").text,
+          "a wrong password was not refused")  # fmt: skip
+    page.find_element(By.ID, "password").clear()
+    page.find_element(By.ID, "password").send_keys("s3cret")
+    page.find_element(By.ID, "go").click()
+    until(page, lambda d: status(d) == "connected", "the right password did not log in")
+    until(page, lambda d: d.find_element(By.ID, "me").text == "Dana", "not logged in as Dana")
+    type_line(page, "logged in")
+    shows(page, "<Dana>logged in")
+
+    # A key allowed on the broker cannot take the account's nick, not even after Dana left.
+    conf_c = tmp_path / "carol.toml"
+    conf_c.write_text(f'[client]\ncurve_key = "{keys / "carol.key_secret"}"\n'
+                      f'curve_server_key = "{keys / "broker.key"}"\n')  # fmt: skip
+    type_line(page, "/quit")
+    until(page, lambda d: d.find_element(By.ID, "login").is_displayed(), "/quit did not leave")
+    carol = Proc(["client", "--plain", "--config", str(conf_c), "--connect", broker.endpoint,
+                  "--nick", "dana", "--room", "lobby"])  # fmt: skip
+    procs.append(carol)
+    carol.wait_for(r"belongs to another key")
