@@ -29,6 +29,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 MOSQUITTO_PATHS = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+NATS_PATHS = ("nats-server", "/usr/sbin/nats-server", "/usr/local/bin/nats-server")
 
 
 class BenchError(Exception):
@@ -36,10 +37,23 @@ class BenchError(Exception):
 
 
 def raise_nofile() -> int:
-    """Raise our open-file limit to the hard limit (children inherit it); return it."""
+    """Raise our open-file limit (children inherit it) and return it: the hard
+    limit too, up to the kernel's ``fs.nr_open``, where we may (root, or
+    CAP_SYS_RESOURCE); otherwise the soft limit up to the hard one."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = 1 << 20
+    try:
+        with open("/proc/sys/fs/nr_open") as fh:
+            ceiling = int(fh.read())
+    except (OSError, ValueError):
+        ceiling = hard
+    if ceiling > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, ceiling))
+            return ceiling
+        except (ValueError, OSError):
+            pass  # not allowed: keep the hard limit we have
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
@@ -51,8 +65,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def nats_path() -> str | None:
+    return _exe(NATS_PATHS)
+
+
+def have_nats_py() -> bool:
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def mosquitto_path() -> str | None:
-    for name in MOSQUITTO_PATHS:
+    return _exe(MOSQUITTO_PATHS)
+
+
+def _exe(names: tuple[str, ...]) -> str | None:
+    for name in names:
         found = shutil.which(name) or (name if os.access(name, os.X_OK) else None)
         if found:
             return found
@@ -349,14 +379,36 @@ class Harness:
             "set_tcp_nodelay true\n"
         )
         proc = self.start("mosquitto", [exe, "-c", str(conf)])
+        self._listening(proc, port)
+        return proc, port
+
+    def nats(self) -> tuple[Proc, int]:
+        """nats-server on a free loopback port, tuned like the others: a deep
+        per-client buffer before a subscriber counts as slow (``max_pending``,
+        like the HWM of 100,000 messages), no monitoring, no JetStream."""
+        exe = nats_path()
+        if exe is None:
+            raise BenchError("nats-server is not installed (run bench/setup.sh)")
+        port = free_port()
+        conf = self.tmp / f"nats-{port}.conf"
+        conf.write_text(
+            f"listen: 127.0.0.1:{port}\n"
+            "max_pending: 268435456\n"  # 256 MiB per client before "slow consumer"
+            "max_connections: 100000\n"
+            'write_deadline: "30s"\n'
+        )
+        proc = self.start(name="nats-server", args=[exe, "-c", str(conf)])
+        self._listening(proc, port)
+        return proc, port
+
+    def _listening(self, proc: Proc, port: int) -> None:
         deadline = time.monotonic() + 15
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
+                    return
             except OSError:
                 if proc.popen.poll() is not None or time.monotonic() > deadline:
                     self.stop(proc)
-                    raise BenchError("mosquitto did not start:\n" + proc.tail()) from None
+                    raise BenchError(f"{proc.name} did not start:\n" + proc.tail()) from None
                 self._pump(0.02)  # a short, bounded wait for the listener
-        return proc, port

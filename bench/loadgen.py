@@ -13,19 +13,10 @@ role classes). It talks to the harness by lines on stdin and stdout:
                         GO               start the workload
                         STOP             finish now and report
 
-Three systems, two modes each (``recv``: subscribers/listeners, ``send``:
-senders/chatters):
+Two systems here, two modes each (``recv``: subscribers/listeners, ``send``:
+senders/chatters); zchat (through its real client API) and NATS run on an asyncio
+loop instead, in bench/apiload.py, which ``main`` hands their specs to:
 
-* ``zchat``: clients speaking ZCHAT/1 with ``zchat.protocol`` over a DEALER and a
-  SUB each, with the real handshake (HELLO -> WELCOME -> subscribe the control,
-  room and sync topics -> SYNCED -> JOIN -> JOINED, docs/protocol.md §5.2, §6.1),
-  PINGs when idle like the real client (§6.7). Senders stop after WELCOME, like
-  ``zchat send``: SAY needs no membership, and the peers' senders subscribe to
-  nothing either, so every system fans out to the same number of subscribers.
-  Room events are counted with a plain ``msgpack.unpackb`` of the body, the way
-  the proxy's subscribers read raw bytes, so the numbers measure the broker and
-  not the Python-side validation of ``decode_broadcast`` (the report prints its
-  cost per event). All other traffic goes through ``zchat.protocol``'s decoders.
 * ``proxy``: PUB and SUB sockets around a bare ``zmq.proxy`` (bench/proxy.py).
   A subscriber is ready when the proxy's XPUB welcome message reaches it
   (``XPUB_WELCOME_MSG``). PUB/SUB has no end-to-end handshake, so before GO the
@@ -47,21 +38,15 @@ from __future__ import annotations
 import array
 import json
 import os
-import secrets
 import select
 import socket
 import sys
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import zmq
-
-from zchat.protocol import ProtocolError, decode_broadcast, decode_from_broker, encode
-from zchat.protocol import messages as m
 
 HWM = 100_000  # the zchat broker's own per-peer queue bound, used for every system
 PROGRESS_EVERY = 0.5  # seconds between PROGRESS lines
@@ -189,6 +174,7 @@ class Worker:
         self.running = False  # the workload has started (GO seen and start_workload run)
         self.t_start = self.t_ready = 0.0
         self.t_go = 0.0
+        self.cpu_go = 0.0
         self._progress_at = 0.0
         self._progress_sent = -1
         self.beats: dict[int, list[float]] = {}  # n -> [time, count, last arrival]
@@ -226,6 +212,7 @@ class Worker:
                 self.go = True
                 self.probing = False
                 self.t_go = time.time()
+                self.cpu_go = time.process_time()
             elif cmd == "STOP":
                 self.stop = True
             elif cmd == "PROBE":
@@ -322,7 +309,9 @@ class Worker:
             "t_ready": self.t_ready,
             "t_go": self.t_go,
             "beats": {str(k): v for k, v in self.beats.items()},
-            "cpu": time.process_time(),  # this worker's CPU seconds, all threads
+            # this worker's CPU seconds (all threads) from GO on: the workload, not the connects
+            "cpu": time.process_time() - self.cpu_go if self.cpu_go else time.process_time(),
+            "cpu_total": time.process_time(),
         }
         if self.mode == "recv":
             out.update(self.tally.summary(self.spec.get("latency_file")))
@@ -330,254 +319,6 @@ class Worker:
 
     def close(self) -> None:
         self.ep.close()
-
-
-# ---------------------------------------------------------------------- zchat
-
-
-def _zsocket(ctx: zmq.Context[zmq.Socket[bytes]], kind: int) -> zmq.Socket[bytes]:
-    """A socket with the zchat client's options (docs/protocol.md §1)."""
-    sock = ctx.socket(kind)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM, HWM)
-    sock.setsockopt(zmq.MAXMSGSIZE, 4 * 65_536)
-    sock.setsockopt(zmq.RECONNECT_IVL, 100)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5_000)
-    if kind == zmq.DEALER:
-        sock.setsockopt(zmq.SNDHWM, 0)
-    return sock
-
-
-class ZClient:
-    """One zchat session: a DEALER, a SUB and the join handshake for one room."""
-
-    __slots__ = (
-        "dealer", "heartbeat", "host", "i", "joined", "last_sent", "nick", "rid",
-        "room", "said", "sub", "sync", "w",
-    )  # fmt: skip
-
-    def __init__(self, w: ZchatWorker, i: int, nick: str, room: str) -> None:
-        self.w = w
-        self.i = i  # index within the worker
-        self.nick = nick
-        self.room = room
-        self.rid = 0
-        self.said: dict[int, float] = {}  # rid -> when the SAY went out
-        self.sync = ""
-        self.joined = False
-        self.heartbeat = 5.0
-        self.last_sent = 0.0
-        self.sub: zmq.Socket[bytes] | None = None
-        self.dealer = _zsocket(w.ctx, zmq.DEALER)
-        self.dealer.connect(w.endpoint)
-        w.watch(self.dealer.getsockopt(zmq.FD), self.on_dealer)
-        self.request(m.Hello(rid=self.next_rid(), nick=nick))
-
-    def next_rid(self) -> int:
-        self.rid += 1
-        return self.rid
-
-    def request(self, msg: m.Request) -> None:
-        self.dealer.send_multipart(encode(msg), zmq.NOBLOCK)
-        self.last_sent = time.monotonic()
-        self.w.dirty.add(self.on_dealer)
-
-    def say(self, text: str) -> None:
-        rid = self.next_rid()
-        self.said[rid] = time.time()
-        self.request(m.Say(rid=rid, room=self.room, id=uuid.uuid4().hex, text=text))
-
-    def on_dealer(self, _ev: int) -> None:
-        dealer = self.dealer
-        while _get(dealer, _EVENTS) & _POLLIN:
-            frames = dealer.recv_multipart(zmq.NOBLOCK)
-            try:
-                msg = decode_from_broker(frames)
-            except ProtocolError as exc:
-                raise Fail(f"{self.nick}: bad message from the broker: {exc}") from None
-            if isinstance(msg, m.Ack):
-                self.w.on_ack(self, time.time() - self.said.pop(msg.rid, time.time()))
-            elif isinstance(msg, m.Welcome):
-                self.on_welcome(msg)
-            elif isinstance(msg, m.Joined):
-                self.joined = True
-                self.w.on_joined(self)
-            elif isinstance(msg, m.Error):
-                self.w.on_error(self, msg)
-            # PONG, DM and anything newer: nothing to do
-
-    def on_welcome(self, msg: m.Welcome) -> None:
-        self.heartbeat = msg.heartbeat
-        if self.w.mode == "send":
-            # A sender only says things, like ``zchat send``: SAY needs no
-            # membership (§4), and the peers' senders subscribe to nothing either.
-            self.joined = True
-            self.w.on_joined(self)
-            return
-        pub = msg.pub.replace("tcp://*:", f"tcp://{self.w.host}:", 1)
-        self.sub = _zsocket(self.w.ctx, zmq.SUB)
-        self.sub.connect(pub)
-        self.w.watch(self.sub.getsockopt(zmq.FD), self.on_sub)
-        # The handshake (§5.2): the room first, the fresh sync topic last.
-        self.sub.setsockopt(zmq.SUBSCRIBE, m.CONTROL_TOPIC)
-        self.sub.setsockopt(zmq.SUBSCRIBE, m.room_topic(self.room))
-        self.sync = secrets.token_hex(8)
-        self.sub.setsockopt(zmq.SUBSCRIBE, m.sync_topic(self.sync))
-        self.w.dirty.add(self.on_sub)
-
-    def on_sub(self, _ev: int) -> None:
-        sub = self.sub
-        assert sub is not None  # watched only once it exists
-        recv = sub.recv_multipart
-        w = self.w
-        while _get(sub, _EVENTS) & _POLLIN:
-            frames = recv(zmq.NOBLOCK)
-            kind = frames[1]
-            if kind == b"EVENT":
-                if w.mode == "recv":
-                    body = msgpack.unpackb(frames[2])
-                    if body["kind"] == "msg":
-                        w.tally.hit(self.i, body["text"], time.time())
-            elif kind == b"BEAT":
-                body = msgpack.unpackb(frames[2])
-                w.note_beat(body["n"], body["time"], time.time())
-            elif kind == b"SYNCED":
-                try:
-                    synced = decode_broadcast(frames)
-                except ProtocolError as exc:
-                    raise Fail(f"{self.nick}: bad SYNCED: {exc}") from None
-                if isinstance(synced, m.Synced) and synced.token == self.sync:
-                    sub.setsockopt(zmq.UNSUBSCRIBE, m.sync_topic(self.sync))
-                    self.request(m.Join(rid=self.next_rid(), room=self.room))
-                    w.dirty.add(self.on_sub)
-
-    def close(self) -> None:
-        for sock in (self.dealer, self.sub):
-            if sock is not None:
-                sock.close(linger=0)
-
-
-class ZchatWorker(Worker):
-    """zchat clients: receivers count room events; senders SAY on a schedule."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__(spec)
-        self.endpoint: str = spec["endpoint"]
-        self.host = self.endpoint.partition("://")[2].rpartition(":")[0]
-        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.ctx.set(zmq.MAX_SOCKETS, 2 * self.n + 64)
-        self.inflight: int = spec.get("inflight", 200)  # handshakes under way at once
-        self.room_size: int = spec.get("room_size", 0)  # 0: every client in spec["room"]
-        self.clients: list[ZClient] = []
-        self.joined = 0
-        self.errors: dict[str, int] = {}
-        self.schedule = Schedule(
-            spec.get("messages", 0), spec.get("rate", 0), spec.get("window", 1)
-        )
-        self.acked = 0
-        self.ack_lat: array.array[float] = array.array("d")  # SAY sent -> its ACK, seconds
-        self.lag = 0.0  # how far the senders fell behind their schedule, at most
-        self.t_first_send = self.t_last_send = self.t_last_ack = 0.0
-        self._ping_at = 0.0
-
-    def room_of(self, global_index: int) -> str:
-        if self.room_size:
-            return f"{self.spec.get('room', 'bench')}{global_index // self.room_size}"
-        return str(self.spec.get("room", "bench"))
-
-    def setup(self) -> None:
-        self._spawn()
-
-    def _spawn(self) -> None:
-        while len(self.clients) < self.n and len(self.clients) - self.joined < self.inflight:
-            g = self.first + len(self.clients)
-            nick = f"{self.spec.get('nick', 'b')}{g}"
-            self.clients.append(ZClient(self, len(self.clients), nick, self.room_of(g)))
-
-    def ready(self) -> bool:
-        return self.joined == self.n
-
-    def on_joined(self, client: ZClient) -> None:
-        self.joined += 1
-        self._spawn()
-
-    def on_ack(self, client: ZClient, latency: float) -> None:
-        self.acked += 1
-        self.t_last_ack = time.time()
-        self.ack_lat.append(latency)
-
-    def on_error(self, client: ZClient, err: m.Error) -> None:
-        if not client.joined:
-            raise Fail(f"{client.nick}: {err.code}: {err.text}")
-        self.errors[err.code] = self.errors.get(err.code, 0) + 1
-
-    def tick(self) -> None:
-        super().tick()
-        now = time.monotonic()
-        if now >= self._ping_at:  # PING when idle for a heartbeat, like the client (§6.7)
-            self._ping_at = now + 0.5
-            for c in self.clients:
-                if c.joined and now - c.last_sent >= c.heartbeat:
-                    c.request(m.Ping(rid=c.next_rid()))
-        if self.mode == "send" and self.running:
-            self._send_due()
-
-    def start_workload(self) -> None:
-        self.schedule.start(time.time())
-        self.t_first_send = time.time()
-        self._send_due()
-
-    def _send_due(self) -> None:
-        sched = self.schedule
-        now = time.time()
-        due = sched.due(now, sched.next - self.acked - self._errors_total())
-        if due and sched.rate > 0:
-            self.lag = max(self.lag, now - (sched.t0 + sched.next / sched.rate))
-        for _ in range(due):
-            i = sched.next
-            sched.next += 1
-            self.clients[i % self.n].say(make_text(self.tag, i, self.size))
-        if due:
-            self.t_last_send = time.time()
-
-    def _errors_total(self) -> int:
-        return sum(self.errors.values())
-
-    def wait(self) -> float:
-        return self.schedule.wait(time.time()) if self.mode == "send" else 0.05
-
-    def done(self) -> bool:
-        if self.mode == "send":
-            sched = self.schedule
-            return sched.next >= sched.total and self.acked + self._errors_total() >= sched.total
-        return super().done()
-
-    def result(self) -> dict[str, Any]:
-        out = super().result()
-        out.update(errors=self.errors)
-        if self.mode == "send":
-            acks = sorted(self.ack_lat)
-            if acks:
-                out.update(
-                    ack_p50=acks[len(acks) // 2],
-                    ack_p99=acks[min(len(acks) - 1, int(len(acks) * 0.99))],
-                    ack_max=acks[-1],
-                )
-            out.update(
-                lag=self.lag,
-                sent=self.schedule.next,
-                acked=self.acked,
-                t_first=self.t_first_send,
-                t_last_send=self.t_last_send,
-                t_last_ack=self.t_last_ack,
-            )
-        return out
-
-    def close(self) -> None:
-        for c in self.clients:
-            c.close()
-        self.ctx.term()
-        super().close()
 
 
 # ---------------------------------------------------------------------- proxy
@@ -862,11 +603,16 @@ def _connect_without_bind() -> None:
     socket.create_connection = create_connection  # type: ignore[assignment]
 
 
-ROLES: dict[str, type[Worker]] = {"zchat": ZchatWorker, "proxy": ProxyWorker, "mqtt": MqttWorker}
+ROLES: dict[str, type[Worker]] = {"proxy": ProxyWorker, "mqtt": MqttWorker}
+ASYNC_ROLES = ("zchat", "nats")  # bench/apiload.py
 
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
+    if spec["system"] in ASYNC_ROLES:
+        from bench.apiload import main as run_async
+
+        return run_async(spec)
     try:
         worker = ROLES[spec["system"]](spec)
     except Exception as exc:  # setup failed before the loop: still tell the harness

@@ -1,4 +1,4 @@
-"""The five workloads (issue 6), each a function of the harness and a size.
+"""The five workloads (issues 6 and 12), each a function of the harness and a size.
 
 Every case starts its own server (zchat broker, zmq.proxy or mosquitto) and
 load-generator workers, runs, and stops them all in ``finally``. Each returns a
@@ -24,6 +24,7 @@ from bench.harness import Harness, Proc, cpu_seconds, rss_bytes
 ZCHAT = "zchat"
 PROXY = "proxy"
 MQTT = "mqtt"
+NATS = "nats"
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,14 @@ class Sizes:
     """How big each workload is; ``quick()`` is the smoke-test version."""
 
     w1_subscribers: tuple[int, ...] = (10, 100)
-    w1_messages: tuple[int, ...] = (50_000, 10_000)  # per subscriber count, same order
-    w1_repeats: int = 3  # W1/W4 cells are the median of this many runs
+    w1_messages: tuple[int, ...] = (50_000, 5_000)  # per subscriber count, same order
+    w1_repeats: int = 2  # W1/W4 cells are the median of this many runs
     recv_procs: int = 2  # receiver processes for W1/W2 (the machine has 2 cores)
     w2_rates: tuple[int, ...] = (500, 2_000)
     w2_chatters: int = 20
     w2_listeners: int = 100
     w2_seconds: float = 8.0
-    w3_clients: tuple[int, ...] = (1_000, 5_000, 10_000)
-    w3_room_size: int = 100
+    w3_clients: tuple[int, ...] = (1_000, 5_000, 10_000)  # every client in one room
     w3_per_worker: int = 2_500
     w5_reps: int = 15
     heartbeat: float = 5.0  # the zchat broker's --heartbeat (W3 waits for one BEAT)
@@ -57,7 +57,6 @@ class Sizes:
             w2_listeners=4,
             w2_seconds=1.0,
             w3_clients=(20,),
-            w3_room_size=10,
             w3_per_worker=10,
             w5_reps=3,
             heartbeat=0.5,
@@ -80,6 +79,9 @@ def start_server(h: Harness, system: str, store: str = "file", max_clients: int 
     if system == PROXY:
         proc, xsub, xpub = h.proxy()
         return proc, {"system": PROXY, "xsub": xsub, "xpub": xpub}
+    if system == NATS:
+        proc, port = h.nats()
+        return proc, {"system": NATS, "port": port}
     proc, port = h.mosquitto()
     return proc, {"system": MQTT, "port": port}
 
@@ -128,6 +130,7 @@ def pubsub(
     store: str = "file",
     window: int = 5_000,
     prefix: tuple[str, ...] = (),
+    recv_profile: str | None = None,
 ) -> dict[str, Any]:
     """Senders into one room/topic, ``receivers`` subscribers of it.
 
@@ -149,6 +152,8 @@ def pubsub(
                     "expect": messages, "senders": senders}  # fmt: skip
             if latency:
                 spec["latency_file"] = str(h.tmp / f"lat-{tag}-{k}.bin")
+            if recv_profile and k == 0:  # the first receiver process under cProfile
+                spec["profile"] = recv_profile
             recvs.append(h.worker(f"{system}-recv{k}", spec))
             first += count
         sender = h.worker(
@@ -222,18 +227,18 @@ def pubsub(
 
 def scale(h: Harness, system: str, clients: int, sizes: Sizes, prefix: tuple[str, ...] = (),
           ) -> dict[str, Any]:  # fmt: skip
-    """``clients`` connected and ready; the time that took, the server's RSS per
-    client, and how long one broadcast takes to reach every one of them.
+    """``clients`` connected and ready in one room/topic; the time that took, the
+    server's RSS per client, and how long one message takes to reach them all.
 
-    zchat clients do the whole handshake into rooms of ``w3_room_size`` (one
-    room of 10,000 would mean 50 million join events, N²/2); the broadcast that
-    reaches all of them is the broker's heartbeat (BEAT on the control topic, §6.7),
-    timed from its ``time`` field to the last arrival. Peers: one message
-    published on the topic every subscriber has.
+    zchat clients are real sessions (``zchat.connect(..., rooms=["w3r"])``), ready
+    once connected, registered and joined; the broadcast is one ``say`` by a
+    sender in no room, timed from the send to the last client's Message event.
+    Peers: ready on their own signal (XPUB welcome, SUBACK, flush), then one
+    message published on the topic every subscriber has.
     """
     tag = secrets.token_hex(3)
     started: list[Proc] = []
-    timeout = sizes.case_timeout + clients / 100
+    timeout = sizes.case_timeout + clients / 50
     workers: list[Proc] = []
     try:
         server, keys = start_server(
@@ -242,26 +247,21 @@ def scale(h: Harness, system: str, clients: int, sizes: Sizes, prefix: tuple[str
         started.append(server)
         rss0 = rss_bytes(server.pid)
         cpu0 = cpu_seconds(server.pid)
-        base = {**keys, "tag": tag, "size": 100, "deadline": timeout + 60}
-        sender: Proc | None = None
-        if system != ZCHAT:
-            sender = h.worker(f"{system}-w3send", {**base, "mode": "send", "clients": 1,
-                                                   "nick": "s", "messages": 1,
-                                                   "probe_every": 0.05})  # fmt: skip
-            started.append(sender)
-            h.wait(lambda: sender.ready is not None, timeout, "sender ready", [sender])
+        base = {**keys, "tag": tag, "size": 100, "deadline": timeout + 60, "room": "w3r"}
+        sender = h.worker(f"{system}-w3send", {**base, "mode": "send", "clients": 1,
+                                               "nick": "s", "messages": 1,
+                                               "probe_every": 0.05})  # fmt: skip
+        started.append(sender)
+        h.wait(lambda: sender.ready is not None, timeout, "sender ready", [sender])
         first = 0
         n_workers = math.ceil(clients / sizes.w3_per_worker)
         for k, count in enumerate(_split(clients, n_workers)):
             spec = {**base, "mode": "recv", "clients": count, "first": first, "nick": "c",
-                    "room": "w3r", "room_size": sizes.w3_room_size, "expect": 0, "senders": 1,
-                    "inflight": 200}  # fmt: skip
-            if system != ZCHAT:
-                spec["expect"] = 1
+                    "expect": 1, "senders": 1, "inflight": 200}  # fmt: skip
             workers.append(h.worker(f"{system}-w3recv{k}", spec))
             first += count
         started.extend(workers)
-        watch = [*workers, *([sender] if sender else [])]
+        watch = [*workers, sender]
         h.wait(lambda: all(w.ready for w in workers), timeout, f"{clients} {system} clients", watch)
         connect = max(w.ready["t_ready"] for w in workers) - min(
             w.ready["t_start"] for w in workers
@@ -269,33 +269,16 @@ def scale(h: Harness, system: str, clients: int, sizes: Sizes, prefix: tuple[str
         rss1 = rss_bytes(server.pid)
         connect_cpu = cpu_seconds(server.pid) - cpu0
         if system == PROXY:  # the sender's PUB must have the subscription too
-            assert sender is not None
             sender.send("PROBE")
             h.wait(lambda: all(w.probed for w in workers), timeout, "probes heard", watch)
         for w in workers:
             w.send("GO")
-        if system == ZCHAT:
-
-            def common_beat() -> set[int]:
-                sets = [{b["n"] for b in w.beats} for w in workers]
-                return set.intersection(*sets) if sets else set()
-
-            h.wait(lambda: bool(common_beat()), 30, "a heartbeat to reach every client", watch)
-            n = min(common_beat())
-            beats = [next(b for b in w.beats if b["n"] == n) for w in workers]
-            broadcast = max(b["last"] for b in beats) - beats[0]["time"]
-            missed = 0  # the common beat reached every client of every worker
-            for w in workers:
-                w.send("STOP")
-        else:
-            assert sender is not None
-            sender.send("GO")
-            h.wait(lambda: all(w.result is not None for w in workers), 30, "broadcast", watch)
-            h.wait(lambda: sender.result is not None, 30, "sender result", watch)
-            t_sent = sender.result["t_first"]
-            broadcast = max(w.result["t_last"] for w in workers) - t_sent
-            missed = clients - sum(w.result["total"] for w in workers)
-        h.wait(lambda: all(w.result is not None for w in workers), 30, "results", watch)
+        sender.send("GO")
+        h.wait(lambda: sender.result is not None, 30, "the broadcast sent", watch)
+        h.wait(lambda: all(w.result is not None for w in workers), 30, "broadcast", watch)
+        t_sent = sender.result["t_first"]
+        broadcast = max(w.result["t_last"] for w in workers) - t_sent
+        missed = clients - sum(w.result["total"] for w in workers)
     finally:
         h.stop_all(started)
     return {
@@ -307,7 +290,7 @@ def scale(h: Harness, system: str, clients: int, sizes: Sizes, prefix: tuple[str
         "broadcast_s": broadcast,
         "missed": missed,
         "server_cpu_connect": connect_cpu,
-        "clients_cpu": sum(w.result["cpu"] for w in workers),
+        "clients_cpu": sum(w.result["cpu_total"] for w in workers),
     }
 
 
