@@ -334,9 +334,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run in seconds")
     ap.add_argument("--json", help="also write the results as JSON to this file")
+    ap.add_argument("--w1", help="W1 cases as K:N,... [10:20000,100:5000]")
+    ap.add_argument("--w3", help="W3 cases as M,... [1000,5000]; 0 for none")
     args = ap.parse_args()
     cases_w1 = [(10, 500)] if args.quick else [(10, 20_000), (100, 5_000)]
     cases_w3 = [200] if args.quick else [1_000, 5_000]
+    if args.w1:
+        cases_w1 = [(int(c.split(":")[0]), int(c.split(":")[1])) for c in args.w1.split(",")]
+    if args.w3:
+        cases_w3 = [int(c) for c in args.w3.split(",") if int(c)]
     out: dict[str, Any] = {"w1": [], "w3": []}
     with tempfile.TemporaryDirectory(prefix="zchat-web-bench-") as tmp:
         for k, n in cases_w1:

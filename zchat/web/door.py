@@ -461,6 +461,7 @@ class WebDoor(Door):
                 self._abort(conn)
                 return
             del conn.out[:sent]
+            conn.heard = self._now  # a browser that takes what we send is alive, if busy
         if not conn.out and conn.eof:
             self._abort(conn, quiet=True)
             return
