@@ -120,10 +120,14 @@ class Client:
     def take(self) -> list[str]:
         """Lines written to the client since the last take, without CRLF."""
         out, self.conn.out = self.conn.out, []
-        for raw in out:
-            assert raw.endswith(b"\r\n") and b"\r" not in raw[:-2] and b"\n" not in raw[:-2]
-            assert b"\x00" not in raw
-        return [raw[:-2].decode() for raw in out]
+        lines: list[bytes] = []
+        for chunk in out:  # a chunk may hold several lines (a long message split)
+            assert chunk.endswith(b"\r\n") and b"\x00" not in chunk
+            lines += chunk[:-2].split(b"\r\n")
+        for x in lines:
+            rest = x.split(b" ", 1)[1] if x.startswith(b"@") else x  # 512 bytes without tags
+            assert b"\r" not in x and b"\n" not in x and len(rest) + 2 <= 512, x
+        return [x.decode() for x in lines]
 
     def lines(self) -> list[Line]:
         return [parse(x.encode()) for x in self.take()]

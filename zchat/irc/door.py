@@ -142,10 +142,20 @@ class IrcDoor(Door):
             self.hub.observe(msg)
             room = self.hub.rooms.get(msg.room)
             if room is not None:
-                now, socks = self._now, self.socks
+                now, socks, dirty = self._now, self.socks, self._dirty
+                fast = msg.kind == "msg" or msg.kind == "action"
                 for conn in list(room.watchers):
-                    conn.event(msg, now)
                     s = socks.get(conn.peer)
+                    if fast and s is not None and conn.takes_fast(msg):
+                        # The hot path: bytes rendered once, appended, sent at
+                        # the end of the batch.
+                        s.outbuf += conn.message_bytes(msg)
+                        if len(s.outbuf) > MAX_OUTPUT:
+                            self._drop(s, "SendQ exceeded: the client does not read")
+                        else:
+                            dirty.add(s)
+                        continue
+                    conn.event(msg, now)
                     if s is None:
                         continue
                     if conn.requests or conn.closing:

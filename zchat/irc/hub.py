@@ -44,7 +44,7 @@ class Hub:
         self.users: dict[str, IrcConnection] = {}  # nick key -> registered IRC connection
         self.rooms: dict[str, Room] = {}
         #: The latest room messages as rendered, by (room, seq, server-time, message-tags).
-        self.rendered: dict[tuple[str, int, bool, bool], list[bytes]] = {}
+        self.rendered: dict[tuple[str, int, bool, bool], bytes] = {}
         #: Idents of users who just left, for the hostmask of their QUIT lines.
         self.departed: dict[str, str] = {}
 

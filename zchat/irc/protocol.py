@@ -1398,6 +1398,37 @@ class IrcConnection:
             return
         self._room_event(ev)
 
+    def takes_fast(self, ev: m.Event) -> bool:
+        """True if ``ev`` (a room message from someone else) goes to this connection as
+        ``message_bytes(ev)`` and nothing else; its position is then moved past it.
+        The door's fan-out calls this for each receiver of a message (the hot path)."""
+        view = self.rooms.get(ev.room)
+        if (
+            view is None
+            or not view.joined
+            or ev.seq <= view.position
+            or self.state is not ConnState.REGISTERED
+            or ev.nick.lower() == self.nick.lower()
+        ):
+            return False
+        view.position = ev.seq
+        return True
+
+    def message_bytes(self, ev: m.Event) -> bytes:
+        """A room message from someone else as this connection gets it, rendered once
+        per tag set for all connections (those with the same caps get the same bytes)."""
+        key = (ev.room, ev.seq, "server-time" in self.caps, "message-tags" in self.caps)
+        cached = self.hub.rendered.get(key)
+        if cached is None:
+            if len(self.hub.rendered) >= 8:
+                self.hub.rendered.clear()
+            tags = self._tags(ev.ts, self._msgid(ev.room, ev.seq))
+            src, notice = self.hub.hostmask(ev.nick), ev.id.startswith(NOTICE_ID)
+            action = ev.kind == "action"
+            lines = self._message_lines(src, "#" + ev.room, ev.text, action, notice, tags)
+            cached = self.hub.rendered[key] = b"".join(line.render() for line in lines)
+        return cached
+
     def _room_event(self, ev: m.Event) -> None:
         view = self.rooms.get(ev.room)
         if view is None or ev.seq <= view.position:
@@ -1405,19 +1436,7 @@ class IrcConnection:
         view.position = ev.seq
         me = ev.nick.lower() == self.nick.lower()  # nick_key, inlined: the hot path
         if not me and (ev.kind == "msg" or ev.kind == "action"):
-            # The hot path: one message to many connections. Rendered once per
-            # tag set (connections with the same caps get the same bytes).
-            key = (ev.room, ev.seq, "server-time" in self.caps, "message-tags" in self.caps)
-            cached = self.hub.rendered.get(key)
-            if cached is None:
-                if len(self.hub.rendered) >= 8:
-                    self.hub.rendered.clear()
-                tags = self._tags(ev.ts, self._msgid(ev.room, ev.seq))
-                src, notice = self.hub.hostmask(ev.nick), ev.id.startswith(NOTICE_ID)
-                action = ev.kind == "action"
-                lines = self._message_lines(src, "#" + ev.room, ev.text, action, notice, tags)
-                cached = self.hub.rendered[key] = [line.render() for line in lines]
-            self.out.extend(cached)
+            self.out.append(self.message_bytes(ev))
             return
         chan = "#" + ev.room
         src = self.source() if me else self.hub.hostmask(ev.nick)
