@@ -452,3 +452,17 @@ def test_a_session_the_broker_expired_closes_the_connection() -> None:
     c.take()
     c.send("JOIN #dev")
     assert c.take()[-1].startswith("ERROR :Closing link: Session ended") and c.conn.closing
+
+
+def test_labeled_chathistory_is_one_batch_with_the_label() -> None:
+    w = World()
+    a = w.register("alice", "draft/chathistory batch labeled-response message-tags")
+    a.send("JOIN #dev")
+    w.zmq(b"z1", m.Hello(1, "zed"))
+    w.zmq(b"z1", m.Say(2, "dev", "id-1", "one"))
+    a.take()
+    out = a.said("@label=h1 CHATHISTORY LATEST #dev * 5")
+    assert out[0].startswith("@label=h1 :zchat BATCH +") and "chathistory #dev" in out[0]
+    ref = out[0].split("BATCH +")[1].split()[0]
+    assert f"batch={ref}" in out[1] and out[1].endswith(":one")
+    assert out[-1] == f":zchat BATCH -{ref}"

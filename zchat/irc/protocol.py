@@ -286,11 +286,13 @@ class IrcConnection:
             return
         if not buf:
             self.out.append(Line("ACK", (), self.settings.server, {"label": label}).render())
-        elif len(buf) == 1:
+        elif len(buf) == 1 or _one_batch(buf):
+            # One line, or one batch (chathistory): the label goes on its first line.
             one = buf[0]
             self.out.append(
                 Line(one.command, one.params, one.source, {**one.tags, "label": label}).render()
             )
+            self.out.extend(line.render() for line in buf[1:])
         else:
             ref = self._batch_ref()
             self.out.append(
@@ -299,11 +301,9 @@ class IrcConnection:
                 ).render()
             )
             for line in buf:
-                self.out.append(
-                    Line(
-                        line.command, line.params, line.source, {**line.tags, "batch": ref}
-                    ).render()
-                )
+                # Lines inside an inner batch stay in it; that batch's start goes in ours.
+                tags = line.tags if "batch" in line.tags else {**line.tags, "batch": ref}
+                self.out.append(Line(line.command, line.params, line.source, tags).render())
             self.out.append(Line("BATCH", ("-" + ref,), self.settings.server).render())
 
     def _batch_ref(self) -> str:
@@ -1526,6 +1526,19 @@ class IrcConnection:
             return False
         self._seen_once[key] = now
         return True
+
+
+def _one_batch(buf: list[Line]) -> bool:
+    """True if ``buf`` is exactly one batch: its start, lines in it, its end."""
+    first, last = buf[0], buf[-1]
+    if first.command != "BATCH" or last.command != "BATCH" or len(buf) < 2:
+        return False
+    ref = first.params[0][1:] if first.params else ""
+    return (
+        first.params[0].startswith("+")
+        and last.params == ("-" + ref,)
+        and all(line.tags.get("batch") == ref for line in buf[1:-1])
+    )
 
 
 def _topic_ok(text: str) -> bool:
