@@ -381,3 +381,6 @@ def test_an_allow_list_broker_asks_the_page_for_a_login_and_the_account_owns_its
                   "--nick", "dana", "--room", "lobby"])  # fmt: skip
     procs.append(carol)
     carol.wait_for(r"belongs to another key")
+    page.find_element(By.ID, "go").click()  # and Dana comes back on the same page
+    until(page, lambda d: status(d) == "connected" and d.find_element(By.ID, "app").is_displayed(),
+          "no second login after /quit")  # fmt: skip

@@ -352,6 +352,7 @@
       r.ready = true;
       if (first) {
         const was = true;
+        r.log.replaceChildren(); // a room joined again after a kick starts afresh
         for (const ev of msg.history) r.log.append(eventLine(ev));
         r.pos = msg.last;
         r.oldest = msg.history.length ? msg.history[0].seq : msg.last + 1;
@@ -793,7 +794,8 @@
         break;
       case "quit": case "exit":
         send("bye", { reason: rest.slice(0, 300) }, () => {
-          S.token = ""; S.wantHello = false; S.rooms.forEach((x) => x.pane.remove()); S.rooms.clear();
+          S.token = ""; S.wantHello = false; S.helloSent = false; S.connected = false;
+          S.rooms.forEach((x) => x.pane.remove()); S.rooms.clear();
           S.dms.forEach((x) => x.pane.remove()); S.dms.clear(); S.current = null; S.outbox = [];
           try { sessionStorage.removeItem(STORE_KEY); } catch (e) { /* off */ }
           showLogin("you left the chat");
