@@ -466,3 +466,23 @@ def test_labeled_chathistory_is_one_batch_with_the_label() -> None:
     ref = out[0].split("BATCH +")[1].split()[0]
     assert f"batch={ref}" in out[1] and out[1].endswith(":one")
     assert out[-1] == f":zchat BATCH -{ref}"
+
+
+def test_join_replays_recent_messages_to_server_time_clients_without_chathistory() -> None:
+    w = World()
+    w.zmq(b"z1", m.Hello(1, "zed"))
+    w.zmq(b"z1", m.Join(2, "dev"))
+    w.zmq(b"z1", m.Say(3, "dev", "id-1", "earlier"))
+    w.now += 60
+    a = w.register("alice", "server-time batch")
+    a.send("JOIN #dev")
+    out = a.take()
+    assert out[0].endswith("JOIN #dev")
+    batch = [x for x in out if "earlier" in x]
+    assert len(batch) == 1 and "time=" in batch[0] and "batch=" in batch[0]
+    b = w.register("bob")  # no server-time: no replay (it would look live)
+    b.send("JOIN #dev")
+    assert not any("earlier" in x for x in b.take())
+    c = w.register("carol", "server-time draft/chathistory batch")  # asks for itself
+    c.send("JOIN #dev")
+    assert not any("earlier" in x for x in c.take())

@@ -67,6 +67,8 @@ REGISTRATION_TIMEOUT = 30.0
 IDLE_PING = 90.0
 #: Requests waiting out a rate limit before the door stops reading the connection.
 MAX_HELD = 64
+#: Messages replayed on JOIN to clients with server-time and without chathistory.
+AUTOREPLAY = 20
 #: Commands kept while the broker's WELCOME is awaited (the rest: 451).
 MAX_EARLY = 32
 #: Failed SASL attempts before the connection is closed (each costs a scrypt).
@@ -787,8 +789,13 @@ class IrcConnection:
             self.private_wanted.discard(room)
             self.rooms[room] = RoomView(room)
             self.hub.watch(room, self)
+            # A client with server-time but without chathistory gets the room's
+            # latest messages replayed on join, with their times (like a zchat
+            # client); one with chathistory asks for what it wants.
+            replay = "server-time" in self.caps and "draft/chathistory" not in self.caps
+            history = AUTOREPLAY if replay else 0
             self._request(
-                partial(m.Join, room=room, history=0, private=private), "JOIN", extra=(room,)
+                partial(m.Join, room=room, history=history, private=private), "JOIN", extra=(room,)
             )
 
     def _joined(self, pending: Pending, msg: m.Joined) -> None:
@@ -812,6 +819,9 @@ class IrcConnection:
             self._names_lines(msg.room, msg.members)
         else:
             self._request(lambda rid: m.Who(rid, msg.room), "NAMES", extra=(msg.room,))
+        said = [e for e in msg.history if e.kind in ("msg", "action")]
+        if said:
+            self._replay("#" + msg.room, said)
         buffered, view.buffer = view.buffer, []
         for ev in sorted(buffered, key=lambda e: e.seq):
             self._room_event(ev)
@@ -1198,17 +1208,34 @@ class IrcConnection:
         ref = self._batch_ref()
         self._write(Line("BATCH", ("+" + ref, "chathistory", target), self.settings.server))
         for ev in events:
-            tags = {"batch": ref, "time": irc_time(ev.ts), "msgid": self._msgid(ev.room, ev.seq)}
-            for line in self._message_lines(
-                self.hub.hostmask(ev.nick),
-                target,
-                ev.text,
-                ev.kind == "action",
-                ev.id.startswith(NOTICE_ID),
-                tags,
-            ):
-                self._write(line)
+            self._write_past(ev, target, ref)
         self._write(Line("BATCH", ("-" + ref,), self.settings.server))
+
+    def _write_past(self, ev: m.Event, target: str, batch: str) -> None:
+        """A stored room message, with its own time (and msgid, batch when asked for)."""
+        tags = {"time": irc_time(ev.ts)}
+        if "message-tags" in self.caps or batch:
+            tags["msgid"] = self._msgid(ev.room, ev.seq)
+        if batch:
+            tags["batch"] = batch
+        notice, action = ev.id.startswith(NOTICE_ID), ev.kind == "action"
+        src = (
+            self.source()
+            if nick_key(ev.nick) == nick_key(self.nick)
+            else self.hub.hostmask(ev.nick)
+        )
+        for line in self._message_lines(src, target, ev.text, action, notice, tags):
+            self._write(line)
+
+    def _replay(self, target: str, events: list[m.Event]) -> None:
+        """The messages a JOIN brought back, in a chathistory batch if the client takes batches."""
+        ref = self._batch_ref() if "batch" in self.caps else ""
+        if ref:
+            self._write(Line("BATCH", ("+" + ref, "chathistory", target), self.settings.server))
+        for ev in events:
+            self._write_past(ev, target, ref)
+        if ref:
+            self._write(Line("BATCH", ("-" + ref,), self.settings.server))
 
     # ------------------------------------------------------- broker -> client
 
