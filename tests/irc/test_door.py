@@ -174,3 +174,12 @@ def test_open_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     wide = open_door(BrokerConfig(irc=f"0.0.0.0:{free_port()}"))
     wide.close()
     assert "without TLS" in capsys.readouterr().err
+
+
+def test_connections_beyond_the_limit_are_refused(door: IrcDoor) -> None:
+    door.max_connections = 2
+    first, second, third = connect(door), connect(door), connect(door)
+    spin(door, lambda: len(door.socks) == 2)
+    assert b"Too many connections" in recv_until(third, b"\r\n")
+    for s in (first, second, third):
+        s.close()

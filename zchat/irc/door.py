@@ -48,6 +48,8 @@ HANDSHAKE_TIMEOUT = 10.0
 ACCEPTS = 64
 #: How often timers of all connections are looked at, in seconds.
 TICK = 0.25
+#: Connections from one address that have not registered yet (loopback: no limit).
+PER_ADDRESS = 16
 #: Seconds a closing connection gets to take its last lines.
 LINGER = 2.0
 
@@ -81,7 +83,9 @@ class IrcDoor(Door):
         tls: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
         tls_factory: Callable[[], ssl.SSLContext | None] | None = None,
+        max_connections: int = 10_000,
     ) -> None:
+        self.max_connections = max_connections
         self.listener = listener
         self.address = address
         self.settings = settings
@@ -216,10 +220,16 @@ class IrcDoor(Door):
             except OSError as exc:  # EMFILE and friends: try at the next wake-up
                 self.show(f"! IRC door: cannot accept: {exc}")
                 return
+            host = str(addr[0])
+            refusal = self._refusal(host)
+            if refusal:
+                with contextlib.suppress(OSError):
+                    sock.send(f"ERROR :Closing link: {refusal}\r\n".encode())
+                sock.close()
+                continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = self.prefix + next(self._ids).to_bytes(8, "big")
-            host = str(addr[0])
             s = _Socket(sock, peer, host)
             self.socks[peer] = s
             tls = self._tls_factory() if self._tls_factory is not None else self.tls
@@ -234,6 +244,20 @@ class IrcDoor(Door):
                 self._handshake(s, now)
             else:
                 self._start(s, now, secure=_loopback(host), cert="")
+
+    def _refusal(self, host: str) -> str:
+        """Why a new connection from ``host`` is refused ("" if it is not): the door
+        holds at most ``max_connections``, and one address at most ``PER_ADDRESS``
+        connections that have not registered yet (a slowloris stays small)."""
+        if len(self.socks) >= self.max_connections:
+            return "Too many connections"
+        waiting = sum(
+            1 for s in self.socks.values()
+            if s.address == host and (s.conn is None or not s.conn.registered)
+        )  # fmt: skip
+        if waiting >= PER_ADDRESS and not _loopback(host):
+            return "Too many unregistered connections from your address"
+        return ""
 
     def _start(self, s: _Socket, now: float, secure: bool, cert: str) -> None:
         s.conn = IrcConnection(s.peer, self.settings, self.hub, now, secure=secure,
@@ -530,4 +554,6 @@ def open_door(config: BrokerConfig) -> Door:
             ctx = state["ctx"]
             return ctx if isinstance(ctx, ssl.SSLContext) else None
 
-    return IrcDoor(listener, config.irc, settings, tls, tls_factory=factory)
+    # Connections beyond the broker's sessions could never register anyway.
+    return IrcDoor(listener, config.irc, settings, tls, tls_factory=factory,
+                   max_connections=config.max_clients + 64)  # fmt: skip
