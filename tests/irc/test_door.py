@@ -183,3 +183,19 @@ def test_connections_beyond_the_limit_are_refused(door: IrcDoor) -> None:
     assert b"Too many connections" in recv_until(third, b"\r\n")
     for s in (first, second, third):
         s.close()
+
+
+def test_password_checks_are_limited_per_second(tmp_path: Path) -> None:
+    from zchat.accounts import Accounts
+
+    book_file = tmp_path / "accounts"
+    accounts = Accounts.load(book_file, missing_ok=True)
+    accounts.set("alice", "pw")
+    accounts.save()
+    now = [100.0]
+    book = door_mod._AccountBook(str(book_file), clock=lambda: now[0])
+    results = [book.check_password("alice", "pw") for _ in range(door_mod.PASSWORD_CHECKS + 2)]
+    assert results[: door_mod.PASSWORD_CHECKS] == ["alice"] * door_mod.PASSWORD_CHECKS
+    assert results[-1] == ""
+    now[0] += 1.0
+    assert book.check_password("alice", "pw") == "alice"

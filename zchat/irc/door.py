@@ -48,6 +48,8 @@ HANDSHAKE_TIMEOUT = 10.0
 ACCEPTS = 64
 #: How often timers of all connections are looked at, in seconds.
 TICK = 0.25
+#: Password checks (scrypt) per second, for all connections together.
+PASSWORD_CHECKS = 10
 #: Connections from one address that have not registered yet (loopback: no limit).
 PER_ADDRESS = 16
 #: Seconds a closing connection gets to take its last lines.
@@ -476,9 +478,12 @@ def _tls_context(cert: str, key: str, trusted: list[bytes]) -> ssl.SSLContext:
 class _AccountBook:
     """The accounts file, re-read when it changes (``zchat passwd`` needs no restart)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self.accounts = Accounts.load(path)
+        self.clock = clock
+        self._window = 0.0
+        self._checks = 0
 
     def current(self) -> Accounts:
         if self.accounts.changed():
@@ -488,6 +493,15 @@ class _AccountBook:
         return self.accounts
 
     def check_password(self, name: str, password: str) -> str:
+        # Each check is a scrypt (tens of ms of the broker's one thread): past
+        # PASSWORD_CHECKS a second, logins fail at once instead of stalling
+        # everyone (a login storm costs logins, not the chat).
+        now = self.clock()
+        if now - self._window >= 1.0:
+            self._window, self._checks = now, 0
+        self._checks += 1
+        if self._checks > PASSWORD_CHECKS:
+            return ""
         book = self.current()
         if not book.verify(name, password):
             return ""
