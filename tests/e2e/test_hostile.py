@@ -89,14 +89,15 @@ def stats_answered(socks: list[zmq.Socket[bytes]], timeout: float = 10.0) -> int
 
 
 def round_trip(sock: zmq.Socket[bytes], timeout: float = 5.0) -> float:
-    """Seconds a PING takes on a raw session; fails the test past ``timeout``."""
+    """Seconds a STATS takes (it needs no session, so none can expire meanwhile);
+    fails the test past ``timeout``."""
     started = time.monotonic()
-    sock.send_multipart(encode(m.Ping(7)))
+    sock.send_multipart(encode(m.Stats(7)))
     deadline = started + timeout
     while True:
         left = deadline - time.monotonic()
-        assert left > 0 and sock.poll(int(left * 1000)), f"no PONG within {timeout} s"
-        if isinstance(decode_from_broker(sock.recv_multipart()), m.Pong):
+        assert left > 0 and sock.poll(int(left * 1000)), f"no answer within {timeout} s"
+        if isinstance(decode_from_broker(sock.recv_multipart()), m.StatsReply):
             return time.monotonic() - started
 
 
@@ -339,29 +340,43 @@ SHORT_TOPICS = 100_000
 #: The longest subscription an honest client makes: a room topic, '#' + 64 + NUL.
 LONGEST_TOPIC = 1 + 64 + 1
 #: Bound on broker memory per subscribed short topic (see bench/HOSTILE.md).
-PER_TOPIC_BYTES = {20: 1000, LONGEST_TOPIC: 3500}
+PER_TOPIC_BYTES = {20: 1000, LONGEST_TOPIC: 4000}
+#: libzmq files each subscription in the broker's own thread: 100,000 of the
+#: longest kind held the broker's loop up for 3.5-5.1 s (bench/HOSTILE.md).
+SHORT_FLOOD_STALL = 8.0
 
 
 @pytest.mark.parametrize("length", [20, LONGEST_TOPIC])
 def test_short_subscription_flood_costs_a_bounded_amount(
-    broker: Broker, client: Start, zctx: Ctx, length: int
+    tmp_path: Path, procs: list[Proc], zctx: Ctx, length: int
 ) -> None:
     """100,000 distinct short topics: honest clients chat throughout, the cost per
     topic stays under the measured bound, and a second flood after the first
-    attacker left reuses the memory instead of adding to it (no leak)."""
-    alice = client("alice", room="dev")
-    bob = client("bob", room="dev")
+    attacker left reuses the memory instead of adding to it (no leak).
+
+    The broker keeps its default session timeout (15 s) here: libzmq files each
+    subscription in the broker's thread, and 100,000 of the longest kind hold its
+    loop up for 3.5-5 s, which expires every session of a 3 s broker."""
+    broker = Broker(tmp_path, "--heartbeat", "1")
+    procs.append(broker)
+    alice, bob = (
+        Proc(["client", "--plain", "--connect", broker.endpoint, "--nick", nick, "--room", "dev"])
+        for nick in ("alice", "bob")
+    )
+    procs += [alice, bob]
     alice.wait_for(r"^-- joined #dev")
     bob.wait_for(r"^-- joined #dev")
     probe, welcome = raw_session(zctx, broker.endpoint, "probe")
     base = wait_quiet(broker.p.pid, probe)["VmRSS"]
     levels = []
+    worst = 0.0
     for flood in range(2):
         topics = _topics(SHORT_TOPICS, length, b"%d-" % flood)
         attack, result = flood_in_background(pub_port(welcome), topics, 8)
         n = 0
         while attack.is_alive() or n == 0:
-            chat_round(alice, bob, f"flood {flood} chat {n}", within=2)
+            took = chat_round(alice, bob, f"flood {flood} chat {n}", within=SHORT_FLOOD_STALL)
+            worst = max(worst, took)
             n += 1
             time.sleep(0.1)
         attack.join()
@@ -370,10 +385,14 @@ def test_short_subscription_flood_costs_a_bounded_amount(
     first = (levels[0] - base) * 1024
     second = (levels[1] - levels[0]) * 1024
     per_topic = first / SHORT_TOPICS
-    print(f"{length}-byte topics: {per_topic:.0f} B/topic, second flood {second / MB:+.1f} MB")
+    print(
+        f"{length}-byte topics: {per_topic:.0f} B/topic, second flood {second / MB:+.1f} MB, "
+        f"slowest chat {worst:.2f} s"
+    )
     assert per_topic < PER_TOPIC_BYTES[length], f"{per_topic:.0f} bytes per topic"
     assert second < max(0.25 * first, 5 * MB), f"second flood added {second / MB:.0f} MB"
     assert broker.p.poll() is None
+    assert not any("timed out" in line for line in bob.lines), "honest sessions expired"
 
 
 # ------------------------------------------------------- 3. multipart
