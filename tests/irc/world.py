@@ -120,6 +120,8 @@ class Client:
     def take(self) -> list[str]:
         """Lines written to the client since the last take, without CRLF."""
         out, self.conn.out = self.conn.out, []
+        self.conn.written()  # as the door does once the bytes are out
+        self.world.pump()
         lines: list[bytes] = []
         for chunk in out:  # a chunk may hold several lines (a long message split)
             assert chunk.endswith(b"\r\n") and b"\x00" not in chunk

@@ -386,7 +386,14 @@ class IrcDoor(Door):
         if not s.outbuf and s.close_at:
             self._drop(s, "")
         elif s.peer in self.socks and not s.outbuf and s.conn is not None:
-            paused = s.conn.paused or bool(s.close_at)
+            conn = s.conn
+            conn.written()
+            if conn.requests:
+                self._queued.extend(
+                    DoorRequest(s.peer, encode(r), conn.user) for r in conn.requests
+                )
+                conn.requests = []
+            paused = conn.paused or bool(s.close_at)
             self._watch(s, 0 if paused else selectors.EVENT_READ)
 
     def _watch(self, s: _Socket, events: int) -> None:

@@ -231,6 +231,7 @@ class IrcConnection:
         self._batch = 0
         self._user_given = False
         self._early: list[Line] = []  # commands sent before WELCOME came
+        self._unconfirmed = 0  # the newest DM seq written but not confirmed yet
         self._now = now
 
     # ------------------------------------------------------------- properties
@@ -402,6 +403,13 @@ class IrcConnection:
                     last.label, last.buf = label, buf  # answered when the reply comes
                 else:
                     self._flush_labeled(label, buf)
+
+    def written(self) -> None:
+        """The door has handed everything in ``out`` so far to the kernel: confirm
+        the DMs in it (§6.6), so that one lost with the connection comes again."""
+        if self._unconfirmed and self.registered:
+            seq, self._unconfirmed = self._unconfirmed, 0
+            self._request(lambda rid: m.Seen(rid, seq))
 
     def too_long(self, now: float) -> None:
         """The door refused a line longer than the tags budget and 512 bytes together."""
@@ -1386,8 +1394,8 @@ class IrcConnection:
             self._num("400", p.command or "*", text)
 
     def _dm(self, msg: m.Dm) -> None:
-        if msg.seq:
-            self._request(lambda rid: m.Seen(rid, msg.seq))
+        # Confirmed (SEEN) once the door has written it out: see ``written``.
+        self._unconfirmed = max(self._unconfirmed, msg.seq)
         text = msg.text
         tags = self._tags(
             msg.ts, f"{self.epoch[:8]}-@{nick_key(msg.to)}-{msg.seq}" if msg.seq else ""
