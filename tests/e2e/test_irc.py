@@ -278,7 +278,7 @@ def test_chathistory_after_reconnect_returns_exactly_the_missed(
     zed.wait_for("<zed> missed 3")
     b = Irc(port)
     ircs.append(b)
-    b.register("histo", caps)
+    b.register("histo", caps + " echo-message labeled-response")
     b.send("JOIN #lobby", f"CHATHISTORY AFTER #lobby msgid={msgid} 100")
     b.after(r"BATCH \+\S+ chathistory #lobby")
     texts = []
@@ -293,6 +293,13 @@ def test_chathistory_after_reconnect_returns_exactly_the_missed(
     b.after(r"BATCH \+\S+ chathistory #lobby")
     assert b.after(r"PRIVMSG #lobby").endswith(":missed 2")
     assert b.after(r"PRIVMSG #lobby").endswith(":missed 3")
+    # echo-message with labeled-response: the stored message comes back, labeled.
+    b.send("@label=e1 PRIVMSG #lobby :back again")
+    echo = b.after(r"label=e1")
+    assert "msgid=" in echo and "time=" in echo and echo.endswith("PRIVMSG #lobby :back again")
+    zed.wait_for("<histo> back again")
+    b.send("@label=e2 PING :x")
+    b.after(r"^@label=e2 :zchat PONG")
 
 
 def _cert(tmp: Path, name: str) -> tuple[Path, Path, bytes]:
