@@ -1,10 +1,14 @@
 """What the IRC door knows across its connections: its users, who is in which room.
 
-The broker has no WHOIS, AWAY or presence request, so the door answers those
-IRC commands from what it has seen: every public room event passes through
-``Door.broadcast`` (the door starts with the broker, so it sees every join and
-leave of public rooms), private rooms' events reach it through the IRC members
-of those rooms, and its own users it knows exactly. Pure bookkeeping, no I/O.
+WHOIS, WHO and AWAY go to the broker (§6.13); the rest of what IRC clients ask
+(ISON, USERHOST, WHO of a nick, operator prefixes, the hostmask and real name
+of IRC users, away-notify among IRC users) the door answers from what it has
+seen: every public room event passes through ``Door.broadcast`` (the door
+starts with the broker, so it sees every join and leave of public rooms, except
+in rooms too big to announce them), private rooms' events reach it through the
+IRC members of those rooms, and its own users it knows exactly. Operators it
+learns from events (a room's creator, ``op`` events, topic setters, kickers):
+the broker's replies do not list them. Pure bookkeeping, no I/O.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@ bytes to write in ``out`` and the requests for the broker in ``requests``.
 Mapping (docs/irc.md has the user's view):
 
 - registration: NICK + USER (+ CAP, SASL) -> HELLO; WELCOME -> 001-005 and MOTD;
-- ``#x`` is the room ``x``; JOIN/PART/TOPIC/NAMES/WHO/LIST/KICK/INVITE -> the
-  request of the same meaning; PRIVMSG/NOTICE -> SAY to a room, TELL to a nick;
-- events -> JOIN, PART, QUIT, KICK, NICK, TOPIC, PRIVMSG lines, with IRCv3
+- ``#x`` is the room ``x``; JOIN/PART/TOPIC/NAMES/WHO/WHOIS/LIST/KICK/INVITE/
+  AWAY -> the request of the same meaning, MODE +o/+b -> OP/BAN; PRIVMSG/NOTICE
+  -> SAY to a room, TELL to a nick;
+- events -> JOIN, PART, QUIT, KICK, NICK, TOPIC, MODE, PRIVMSG lines, with IRCv3
   ``time`` and ``msgid`` tags when asked for; msgids name the room's seq, so
   draft/chathistory maps onto HISTORY by seq;
 - ``rate_limited`` and ``store_unavailable`` are waited out and the requests
