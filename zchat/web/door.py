@@ -176,6 +176,12 @@ class WebDoor(Door):
         self.host = host
         self.selector = selectors.EpollSelector()
         self.selector.register(self.listener, selectors.EVENT_READ, None)
+        # Written to when output is queued: the loop wakes up and sends it.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._dirty: set[_Conn] = set()
         self.conns: dict[socket.socket, _Conn] = {}
         self.by_peer: dict[bytes, _Conn] = {}
         #: Room -> the connections whose session is in it (published events go there).
@@ -208,6 +214,9 @@ class WebDoor(Door):
             if key.fileobj is self.listener:
                 self._accept(now)
                 continue
+            if key.fileobj is self._wake_r:
+                self._flush_dirty()
+                continue
             conn = self.conns.get(key.fileobj)  # type: ignore[call-overload]
             if conn is None:
                 continue
@@ -216,6 +225,14 @@ class WebDoor(Door):
             if mask & selectors.EVENT_READ and conn.sock in self.conns:
                 out.extend(self._read(conn, now))
         return out
+
+    def _flush_dirty(self) -> None:
+        """Write what was queued since the last wake-up: one send per connection."""
+        with contextlib.suppress(BlockingIOError):
+            self._wake_r.recv(4096)
+        dirty, self._dirty = self._dirty, set()
+        for conn in dirty:
+            self._write(conn)
 
     def deliver(self, peer: bytes, msg: m.Reply | m.Push) -> None:
         conn = self.by_peer.get(peer)
@@ -277,6 +294,9 @@ class WebDoor(Door):
         if self.listener.fileno() >= 0:
             self.selector.unregister(self.listener)
             self.listener.close()
+            self.selector.unregister(self._wake_r)
+            self._wake_r.close()
+            self._wake_w.close()
         self.selector.close()
 
     # ------------------------------------------------------------ connections
@@ -422,10 +442,10 @@ class WebDoor(Door):
         """A text frame serialized once for many connections (see broadcast)."""
         if conn.proto.state is not State.OPEN:
             return
-        self._flush(conn)  # whatever the protocol queued goes first
-        if conn.sock in self.conns:
-            conn.out += frame
-            self._flush(conn)
+        for chunk in conn.proto.data_to_send():  # whatever the protocol queued goes first
+            conn.out += chunk
+        conn.out += frame
+        self._flush(conn)
 
     def _flush(self, conn: _Conn) -> None:
         for chunk in conn.proto.data_to_send():
@@ -437,9 +457,13 @@ class WebDoor(Door):
             self.show("! web door: closed a connection that does not read")
             self._abort(conn)
             return
-        # Written when the socket is writable, at the next wake-up of the loop:
-        # everything queued for a connection meanwhile goes out in one send.
-        self._want_write(conn, bool(conn.out) or conn.eof)
+        # Written at the next wake-up of the loop (the wake socket makes it come
+        # at once): everything queued for a connection meanwhile goes in one send.
+        if (conn.out or conn.eof) and not conn.writing and conn not in self._dirty:
+            if not self._dirty:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_w.send(b"\0")
+            self._dirty.add(conn)
 
     def _write(self, conn: _Conn) -> None:
         if conn.sock not in self.conns:
@@ -501,6 +525,7 @@ class WebDoor(Door):
         if self.conns.pop(conn.sock, None) is None:
             return
         self.by_peer.pop(conn.peer, None)
+        self._dirty.discard(conn)
         self._sync_rooms(conn)
         self.selector.unregister(conn.sock)
         with contextlib.suppress(OSError):
