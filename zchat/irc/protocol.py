@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from zchat import __version__
 from zchat.irc import lines as L
@@ -807,7 +808,7 @@ class IrcConnection:
                 partial(m.Join, room=room, history=history, private=private), "JOIN", extra=(room,)
             )
 
-    def _joined(self, pending: Pending, msg: m.Joined) -> None:
+    def _on_joined(self, pending: Pending, msg: m.Joined) -> None:
         view = self.rooms.get(msg.room)
         if view is None:  # parted meanwhile
             return
@@ -922,7 +923,7 @@ class IrcConnection:
             return
         self._request(partial(m.Whois, nick=target), "WHOIS", extra=(target,))
 
-    def _whois(self, msg: m.WhoisIs) -> None:
+    def _on_whois(self, p: Pending, msg: m.WhoisIs) -> None:
         nick = msg.nick
         if not msg.online:
             when = f"; last seen {irc_time(msg.seen)}" if msg.seen else ""
@@ -1178,7 +1179,7 @@ class IrcConnection:
             return None
         return int(seq)
 
-    def _history(self, pending: Pending, msg: m.Events) -> None:
+    def _on_events(self, pending: Pending, msg: m.Events) -> None:
         sub, target, limit_s, *refs = pending.extra
         limit = int(limit_s)
         parsed = [(k, float(v)) for k, _, v in (x.partition("=") for x in refs)]
@@ -1282,64 +1283,62 @@ class IrcConnection:
             self._by_msg_id.pop(pending.req.id, None)
 
     def _answer(self, p: Pending, msg: m.Reply) -> None:
-        req = p.req
-        if isinstance(msg, m.Error):
-            self._error(p, msg)
-        elif isinstance(msg, m.Welcome):
-            self._welcomed(msg)
-        elif isinstance(msg, m.Joined):
-            self._joined(p, msg)
-        elif isinstance(msg, m.Names):
-            self.hub.set_members(msg.room, msg.members, complete=not msg.more)
-            if p.command == "WHO":
-                away = {nick_key(n) for n in msg.away}
-                for nick in msg.members:
-                    self._who_line("#" + msg.room, nick, msg.room, nick_key(nick) in away)
-                self._num("315", p.extra[0], "End of /WHO list")
-            else:
-                self._names_lines(msg.room, msg.members)
-        elif isinstance(msg, m.TopicIs):
-            if p.command == "TOPIC":
-                if msg.topic:
-                    self._num("332", "#" + msg.room, msg.topic)
-                else:
-                    self._num("331", "#" + msg.room, "No topic is set")
-        elif isinstance(msg, m.RoomList):
-            wanted = set(p.extra)
-            self._num("321", "Channel", "Users  Name")
-            for info in msg.rooms:
-                if not wanted or info.name in wanted:
-                    self._num("322", "#" + info.name, str(info.members), info.topic)
-            self._num("323", "End of /LIST")
-        elif isinstance(msg, m.Events):
-            self._history(p, msg)
-        elif isinstance(msg, m.WhoisIs):
-            self._whois(msg)
-        elif isinstance(msg, m.Ack):
-            if isinstance(req, m.Tell) and msg.away and p.command != "NOTICE":
-                self._num("301", req.to, msg.away)
-            if isinstance(req, m.Tell) and "echo-message" in self.caps:
-                target = p.extra[0]
-                for line in self._message_lines(
-                    self.source(),
-                    target,
-                    req.text,
-                    req.action,
-                    p.command == "NOTICE",
-                    self._tags(self._now),
-                ):
-                    self._write(line)
-        elif isinstance(msg, m.Ok):
-            if isinstance(req, m.Leave):
-                self._parted(req.room)
-            elif isinstance(req, m.Nick):
-                self._renamed(self.nick, req.nick)
-            elif isinstance(req, m.Invite):
-                self._num("341", req.nick, "#" + req.room)
-            elif isinstance(req, m.Bye):
-                pass
+        handler = _REPLIES.get(type(msg))
+        if handler is not None:
+            handler(self, p, msg)
 
-    def _error(self, p: Pending, err: m.Error) -> None:
+    def _on_welcome(self, p: Pending, msg: m.Welcome) -> None:
+        self._welcomed(msg)
+
+    def _on_names(self, p: Pending, msg: m.Names) -> None:
+        self.hub.set_members(msg.room, msg.members, complete=not msg.more)
+        if p.command == "WHO":
+            away = {nick_key(n) for n in msg.away}
+            for nick in msg.members:
+                self._who_line("#" + msg.room, nick, msg.room, nick_key(nick) in away)
+            self._num("315", p.extra[0], "End of /WHO list")
+        else:
+            self._names_lines(msg.room, msg.members)
+
+    def _on_topic(self, p: Pending, msg: m.TopicIs) -> None:
+        if p.command != "TOPIC":  # setting it: the topic event says it to everyone
+            return
+        if msg.topic:
+            self._num("332", "#" + msg.room, msg.topic)
+        else:
+            self._num("331", "#" + msg.room, "No topic is set")
+
+    def _on_rooms(self, p: Pending, msg: m.RoomList) -> None:
+        wanted = set(p.extra)
+        self._num("321", "Channel", "Users  Name")
+        for info in msg.rooms:
+            if not wanted or info.name in wanted:
+                self._num("322", "#" + info.name, str(info.members), info.topic)
+        self._num("323", "End of /LIST")
+
+    def _on_ack(self, p: Pending, msg: m.Ack) -> None:
+        req = p.req
+        if not isinstance(req, m.Tell):
+            return  # a room message: its event is the echo
+        notice = p.command == "NOTICE"
+        if msg.away and not notice:
+            self._num("301", req.to, msg.away)
+        if "echo-message" in self.caps:
+            lines = self._message_lines(self.source(), p.extra[0], req.text, req.action, notice,
+                                        self._tags(self._now))  # fmt: skip
+            for line in lines:
+                self._write(line)
+
+    def _on_ok(self, p: Pending, msg: m.Ok) -> None:
+        req = p.req
+        if isinstance(req, m.Leave):
+            self._parted(req.room)
+        elif isinstance(req, m.Nick):
+            self._renamed(self.nick, req.nick)
+        elif isinstance(req, m.Invite):
+            self._num("341", req.nick, "#" + req.room)
+
+    def _on_error(self, p: Pending, err: m.Error) -> None:
         req, code, text = p.req, err.code, err.text
         if isinstance(req, m.Hello):
             if code == "nick_taken":
@@ -1590,6 +1589,20 @@ def _with_rid(req: m.Request, rid: int) -> m.Request:
 
     return dataclasses.replace(req, rid=rid)  # type: ignore[type-var]
 
+
+#: One row per reply type: how it answers the request it belongs to.
+_REPLIES: dict[type[m.Reply], Callable[[IrcConnection, Pending, Any], None]] = {
+    m.Error: IrcConnection._on_error,
+    m.Welcome: IrcConnection._on_welcome,
+    m.Joined: IrcConnection._on_joined,
+    m.Names: IrcConnection._on_names,
+    m.TopicIs: IrcConnection._on_topic,
+    m.RoomList: IrcConnection._on_rooms,
+    m.Events: IrcConnection._on_events,
+    m.WhoisIs: IrcConnection._on_whois,
+    m.Ack: IrcConnection._on_ack,
+    m.Ok: IrcConnection._on_ok,
+}
 
 Handler = Callable[[IrcConnection, Line], None]
 #: One row per command: handler, fewest parameters, allowed before registration.
