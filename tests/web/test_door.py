@@ -229,7 +229,6 @@ def test_a_slow_http_request_is_dropped(door: WebDoor, monkeypatch: pytest.Monke
     monkeypatch.setattr(door_mod, "REQUEST_TIMEOUT", 0.2)
     with socket.create_connection(("127.0.0.1", door.port), timeout=WAIT) as s:
         s.sendall(b"GET / HTTP/1.1\r\n")  # and never the rest
-        door._deadline = 0.0  # the pump ticks at once (the timeout was patched after accept)
         assert s.recv(100) == b""  # closed by the door
 
 
@@ -325,3 +324,30 @@ def test_an_allow_list_broker_wants_a_login_and_the_account_owns_its_nick(tmp_pa
             assert exc.value.rcvd is not None and exc.value.rcvd.code == 1008
     finally:
         pump.stop()
+
+
+def test_a_silent_browser_is_pinged_then_dropped_and_a_live_one_kept(door: WebDoor) -> None:
+    from websockets.client import ClientProtocol
+    from websockets.frames import Frame, Opcode
+    from websockets.typing import Origin
+    from websockets.uri import parse_uri
+
+    pump: Pump = door.pump  # type: ignore[attr-defined]
+    with ws(door) as live:  # the websockets client answers pings by itself
+        live.send(json.dumps({"type": "hello", "nick": "live"}))
+        recv(live, "welcome")
+        proto = ClientProtocol(parse_uri(f"ws://127.0.0.1:{door.port}/ws"),
+                               origin=Origin(origin(door)))  # fmt: skip
+        with socket.create_connection(("127.0.0.1", door.port), timeout=WAIT) as s:
+            proto.send_request(proto.connect())
+            s.sendall(b"".join(proto.data_to_send()))
+            pings = 0
+            while pings < 2:  # heartbeat 0.5 s: pings come, and are never answered
+                proto.receive_data(s.recv(65536))
+                pings += sum(isinstance(e, Frame) and e.opcode is Opcode.PING
+                             for e in proto.events_received())  # fmt: skip
+            wait_until(lambda: len(door.by_peer) == 1, "the silent browser was kept")
+        pings_before = pump.requests.count(b"PING")
+        wait_until(lambda: pump.requests.count(b"PING") > pings_before,
+                   "the live page's session is not kept alive")  # fmt: skip
+        assert len(door.by_peer) == 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import ipaddress
 import itertools
 import selectors
@@ -47,8 +48,6 @@ MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 MAX_CONNECTIONS = 10_000
 #: Seconds a connection may take to finish its HTTP request (slow clients hold sockets).
 REQUEST_TIMEOUT = 10.0
-#: Seconds between sweeps of every connection for timers (pings, retries, timeouts).
-TICK = 0.25
 _READ_BYTES = 65536
 _READS_PER_WAKE = 16  # per connection, so one busy browser cannot starve the others
 
@@ -133,6 +132,7 @@ class _Conn:
     heard: float = 0.0
     pinged: float = 0.0
     rooms: set[str] = field(default_factory=set)  # as indexed in WebDoor.members
+    due: float = float("inf")  # when its timers next run (WebDoor._timers)
 
 
 class WebDoor(Door):
@@ -188,7 +188,10 @@ class WebDoor(Door):
         self.members: dict[str, set[_Conn]] = {}
         self._ids = itertools.count(1)
         self._now = 0.0
-        self._deadline = float("inf")
+        #: (when, tie-breaker, connection): each connection's next timer; an entry
+        #: whose time is not the connection's ``due`` any more is stale.
+        self._timers: list[tuple[float, int, _Conn]] = []
+        self._seq = itertools.count()
 
     # ------------------------------------------------------------- Door API
 
@@ -240,7 +243,7 @@ class WebDoor(Door):
             return  # the page has gone; a resume will fetch what it missed
         self._send_texts(conn, conn.bridge.deliver(msg, self._now))
         self._sync_rooms(conn)
-        self._deadline = min(self._deadline, conn.bridge.next_deadline())
+        self._schedule(conn, conn.bridge.next_deadline())
 
     def broadcast(self, msg: m.Broadcast) -> None:
         if isinstance(msg, m.Event):
@@ -261,32 +264,49 @@ class WebDoor(Door):
                 self._send_texts(conn, [text])
 
     def next_deadline(self) -> float:
-        return self._deadline
+        while self._timers and self._timers[0][0] != self._timers[0][2].due:
+            heapq.heappop(self._timers)  # stale: that connection was rescheduled or closed
+        return self._timers[0][0] if self._timers else float("inf")
 
     def tick(self, now: float) -> list[DoorRequest]:
+        """The timers that are due, each connection's from a heap: O(log n) per timer."""
         self._now = now
         out: list[DoorRequest] = []
-        deadline = float("inf")
-        for conn in list(self.conns.values()):
-            if conn.bridge is None:
-                if now - conn.started > REQUEST_TIMEOUT:
-                    self._abort(conn)
-                    continue
-                deadline = min(deadline, conn.started + REQUEST_TIMEOUT)
+        while self._timers and self._timers[0][0] <= now:
+            when, _, conn = heapq.heappop(self._timers)
+            if when != conn.due or conn.sock not in self.conns:
                 continue
-            if now - conn.heard > self.timeout + self.heartbeat:
-                self._abort(conn)  # a browser gone without a word: its session may resume
-                continue
-            if now - conn.pinged >= self.heartbeat and conn.proto.state is State.OPEN:
-                conn.pinged = now
-                conn.proto.send_ping(b"")
-                self._flush(conn)
-            out.extend(conn.bridge.tick(now))
-            deadline = min(deadline, conn.bridge.next_deadline(), conn.pinged + self.heartbeat,
-                           conn.heard + self.timeout + self.heartbeat)  # fmt: skip
-        # Sweeping every connection costs O(n): at most every TICK seconds.
-        self._deadline = max(deadline, now + TICK)
+            conn.due = float("inf")
+            out.extend(self._timer(conn, now))
+            if conn.sock in self.conns:
+                self._schedule(conn, self._conn_deadline(conn))
         return out
+
+    def _timer(self, conn: _Conn, now: float) -> list[DoorRequest]:
+        if conn.bridge is None:
+            if now - conn.started >= REQUEST_TIMEOUT:
+                self._abort(conn)
+            return []
+        if now - conn.heard >= self.timeout + self.heartbeat:
+            self._abort(conn)  # a browser gone without a word: its session may resume
+            return []
+        if now - conn.pinged >= self.heartbeat and conn.proto.state is State.OPEN:
+            conn.pinged = now
+            conn.proto.send_ping(b"")
+            self._flush(conn)
+        return conn.bridge.tick(now)
+
+    def _conn_deadline(self, conn: _Conn) -> float:
+        if conn.bridge is None:
+            return conn.started + REQUEST_TIMEOUT
+        return min(conn.bridge.next_deadline(), conn.pinged + self.heartbeat,
+                   conn.heard + self.timeout + self.heartbeat)  # fmt: skip
+
+    def _schedule(self, conn: _Conn, when: float) -> None:
+        """Make sure the connection's timers run by ``when`` (later entries go stale)."""
+        if when < conn.due:
+            conn.due = when
+            heapq.heappush(self._timers, (when, next(self._seq), conn))
 
     def close(self) -> None:
         for conn in list(self.conns.values()):
@@ -328,7 +348,7 @@ class WebDoor(Door):
             conn = _Conn(sock, proto, now, heard=now, pinged=now, tls_done=tls_done)
             self.conns[sock] = conn
             self.selector.register(sock, selectors.EVENT_READ, None)
-            self._deadline = min(self._deadline, now + REQUEST_TIMEOUT)
+            self._schedule(conn, now + REQUEST_TIMEOUT)
 
     def _read(self, conn: _Conn, now: float) -> list[DoorRequest]:
         if not conn.tls_done and not self._handshake(conn):
@@ -388,7 +408,7 @@ class WebDoor(Door):
                 elif event.opcode is Opcode.BINARY:
                     conn.proto.send_close(1003, "text frames only")
         if conn.bridge is not None:
-            self._deadline = min(self._deadline, conn.bridge.next_deadline())
+            self._schedule(conn, conn.bridge.next_deadline())
         return requests
 
     def _closing(self, conn: _Conn, now: float) -> list[DoorRequest]:
@@ -419,6 +439,7 @@ class WebDoor(Door):
             conn.peer = PREFIX + next(self._ids).to_bytes(8, "big")
             conn.bridge = Bridge(conn.peer, self.verify)
             conn.heard = conn.pinged = now
+            self._schedule(conn, now + self.heartbeat)
             self.by_peer[conn.peer] = conn
             self._send_texts(conn, conn.bridge.opened())
             return
@@ -485,7 +506,10 @@ class WebDoor(Door):
                 self._abort(conn)
                 return
             del conn.out[:sent]
-            conn.heard = self._now  # a browser that takes what we send is alive, if busy
+            if conn.writing:
+                # Its buffers were full and it has read some: a browser busy
+                # with its backlog is alive (a dead one never drains them).
+                conn.heard = self._now
         if not conn.out and conn.eof:
             self._abort(conn, quiet=True)
             return
