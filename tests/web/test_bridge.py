@@ -7,7 +7,7 @@ from typing import Any
 
 from zchat.protocol import decode_request
 from zchat.protocol import messages as m
-from zchat.web.bridge import MAX_LOGIN_FAILURES, Bridge, to_json
+from zchat.web.bridge import MAX_HELD, MAX_LOGIN_FAILURES, Bridge, to_json
 
 PEER = b"\xffweb:\x00\x00\x00\x00\x00\x00\x00\x01"
 
@@ -259,3 +259,12 @@ def test_every_request_of_the_protocol_has_a_page_message() -> None:
     assert isinstance(hello, m.Hello) and hello.id == "reg1"
     reachable = {type(r) for r in (whois, op, search, join, hello, reqs[0])}
     assert reachable <= set(m.REQUESTS)
+
+
+def test_a_flood_is_not_held_without_end() -> None:
+    b = logged_in()
+    says = [page(b, type="say", rid=i, room="dev", id=f"m{i}", text="x")[0][0]
+            for i in range(MAX_HELD + 2)]  # fmt: skip
+    out = [answer(b, m.Error(s.rid, "rate_limited", "slow down", 1.0)) for s in says]
+    assert out[:MAX_HELD] == [[]] * MAX_HELD
+    assert [o[0]["code"] for o in out[MAX_HELD:]] == ["rate_limited"] * 2  # told, not held

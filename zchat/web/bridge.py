@@ -40,6 +40,9 @@ from zchat.protocol.rules import nick_key
 Verify = Callable[[str, str], str]
 #: Failed logins one connection may make; the door closes it at the next.
 MAX_LOGIN_FAILURES = 3
+#: Refused requests held for a resend per connection; past it the page gets the
+#: error itself (a page keeps at most a few hundred in flight; a flood is not held).
+MAX_HELD = 256
 
 #: Largest JSON message a page may send (a 4,000-byte text escaped as \uXXXX fits).
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -263,7 +266,9 @@ class Bridge:
         if entry is None:
             return []  # not ours (a reply to a request from before a resume)
         page_rid, req = entry
-        if isinstance(msg, m.Error) and msg.code in _RETRYABLE and msg.retry_after > 0:
+        retryable = isinstance(msg, m.Error) and msg.code in _RETRYABLE and msg.retry_after > 0
+        if retryable and len(self._held) < MAX_HELD:
+            assert isinstance(msg, m.Error)
             self._held.append(_Held(now + msg.retry_after, page_rid, req))
             return []
         self._learn(req, msg, now)

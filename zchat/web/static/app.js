@@ -559,6 +559,11 @@
     const fields = item.kind === "say" ? { room: item.target } : { to: item.target };
     Object.assign(fields, { id: item.id, text: item.text, action: item.action });
     send(item.kind, fields, (msg) => {
+      if (msg.type === "error" && msg.retry_after > 0) {
+        // Held by the door already past its bound: wait and send it again ourselves.
+        setTimeout(() => { if (S.outbox.includes(item)) sendItem(item); }, msg.retry_after * 1000);
+        return;
+      }
       S.outbox = S.outbox.filter((o) => o.id !== item.id);
       save();
       setStatus("connected", "connected");
