@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import selectors
 import socket
 import subprocess
@@ -163,6 +164,12 @@ def receivers(url: str, origin: str, count: int, room: str, n: int, tag: str) ->
         c.send({"type": "join", "room": room, "history": 0})
         c.expect("joined")
         conns.append(c)
+        # Read what the others got meanwhile: it answers the door's pings, as a
+        # browser does at once (the door drops a connection silent for too long).
+        ready, _, _ = select.select([x.sock for x in conns], [], [], 0)
+        for x in conns:
+            if x.sock in ready:
+                x.read()
     print("READY", flush=True)
     sel = selectors.DefaultSelector()
     for i, c in enumerate(conns):
