@@ -254,17 +254,24 @@ class Run:
         env = {**os.environ, "ZCHAT_RATE": "1000000", "ZCHAT_BURST": "1000000",
                "ZCHAT_MAX_CLIENTS": str(max_clients)}  # fmt: skip
         store = tmp / f"store-{self.web}.sqlite3"
-        self.broker = subprocess.Popen(
-            [sys.executable, "-m", "zchat", "broker", "--bind", f"tcp://127.0.0.1:{free_port()}",
-             "--store", str(store), "--web", f"127.0.0.1:{self.web}", "--quiet"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-        )  # fmt: skip
+        self.log = tmp / f"broker-{self.web}.log"  # a file: a pipe nobody reads would block it
+        with self.log.open("w") as out:
+            self.broker = subprocess.Popen(
+                [sys.executable, "-m", "zchat", "broker", "--bind",
+                 f"tcp://127.0.0.1:{free_port()}", "--store", str(store), "--web",
+                 f"127.0.0.1:{self.web}", "--quiet"],
+                stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
+            )  # fmt: skip
         self.workers: list[subprocess.Popen[str]] = []
-        deadline = time.monotonic() + 10
-        assert self.broker.stdout is not None
-        while "web:" not in (self.broker.stdout.readline() or "web:"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the broker did not start")
+        deadline = time.monotonic() + 20
+        while "web:" not in self.log.read_text():
+            if time.monotonic() > deadline or self.broker.poll() is not None:
+                raise RuntimeError("the broker did not start: " + self.log.read_text())
+            time.sleep(0.05)  # polling a file with a deadline
+
+    def problems(self) -> str:
+        """The broker's own lines about trouble (dropped connections and such)."""
+        return "".join(line for line in self.log.read_text().splitlines(True) if "!" in line)
 
     def spawn(self, *args: str) -> subprocess.Popen[str]:
         p = subprocess.Popen([sys.executable, __file__, "--worker", args[0], self.url,
@@ -301,6 +308,8 @@ def w1(tmp: Path, k: int, n: int) -> dict[str, Any]:
         send = run.spawn("send", "bench", str(n), "5000")
         sent = json.loads(run.line(send, "RESULT "))
         results = [json.loads(run.line(p, "RESULT ")) for p in recv]
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; the broker said:\n{run.problems()}") from None
     finally:
         run.close()
     got = sum(r["got"] for r in results)
