@@ -486,3 +486,10 @@ def test_join_replays_recent_messages_to_server_time_clients_without_chathistory
     c = w.register("carol", "server-time draft/chathistory batch")  # asks for itself
     c.send("JOIN #dev")
     assert not any("earlier" in x for x in c.take())
+
+
+def test_sasl_after_registration_is_refused() -> None:
+    w = World(Settings(check_password=lambda n, p: n))
+    c = w.register("alice")
+    out = c.said("AUTHENTICATE PLAIN")
+    assert numerics(out) == ["904"] and c.conn.user == ""

@@ -542,6 +542,10 @@ class IrcConnection:
         if self.account:
             self._num("907", "You have already authenticated using SASL")
             return
+        if self.state not in (ConnState.NEW, ConnState.NEGOTIATING):
+            # The broker binds a session to what it logged in as, at HELLO.
+            self._num("904", "SASL authentication failed: log in before registering")
+            return
         if not self._sasl_mech:
             mech = arg.upper()
             if arg == "*":
