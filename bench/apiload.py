@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,6 +37,7 @@ from typing import Any
 from bench.loadgen import Fail, Tally, make_text
 
 PROGRESS_EVERY = 0.5
+STOP_GRACE = 3.0  # seconds the loop gets to answer STOP before the control thread does
 NATS_SUBJECT = "bench.room"
 
 
@@ -61,54 +64,75 @@ class AsyncWorker:
         self.errors: dict[str, int] = {}
         self.lag = 0.0
         self.t_first_send = self.t_last_send = self.t_last_ack = 0.0
-        self._stdin = b""
+        self.opened = 0  # clients ready so far
+        self._out = threading.Lock()
+        self._finished = False  # RESULT or FAIL written
         self.go = asyncio.Event()
         self.stopped = asyncio.Event()
         self.complete = asyncio.Event()  # every receiver of this worker got everything
 
     # ----------------------------------------------------------- lines
+    #
+    # The control lines live on a thread, not on the loop: while a zchat session
+    # has a backlog on its SUB, the client's reader never yields to the loop
+    # (pyzmq resolves a recv at once while a message is queued, so ``await``
+    # does not suspend), and a loop-side stdin reader or PROGRESS timer would
+    # starve for as long as the backlog lasts. The thread gets the GIL every
+    # few milliseconds whatever the loop does.
 
     def emit(self, kind: str, payload: Any = None) -> None:
-        import json
-
         line = kind if payload is None else f"{kind} {json.dumps(payload)}"
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        with self._out:
+            if self._finished:
+                return
+            if kind in ("RESULT", "FAIL"):
+                self._finished = True
+                _dump_profile()  # before the harness, having its line, stops us
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
 
-    def _on_stdin(self) -> None:
-        try:
-            data = os.read(0, 4096)
-        except BlockingIOError:
-            return
-        if not data:  # the harness is gone
-            asyncio.get_running_loop().remove_reader(0)
-            self.stopped.set()
-            return
-        self._stdin += data
-        *lines, self._stdin = self._stdin.split(b"\n")
-        for raw in lines:
-            cmd = raw.decode().strip()
-            if cmd == "GO" and not self.go.is_set():
-                self.t_go = time.time()
-                self.cpu_go = time.process_time()
-                self.go.set()
+    def _control(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Thread: read GO/STOP from the harness, send PROGRESS while running."""
+        progress = threading.Thread(target=self._progress, daemon=True)
+        progress.start()
+        for raw in sys.stdin:
+            cmd = raw.strip()
+            if cmd == "GO":
+                loop.call_soon_threadsafe(self._go)
             elif cmd == "STOP":
-                self.stopped.set()
+                loop.call_soon_threadsafe(self.stopped.set)
+                # The loop should report at once; if a backlog keeps it busy,
+                # report from here what was counted so far, and exit.
+                time.sleep(STOP_GRACE)
+                with self._out:
+                    done = self._finished
+                if not done:
+                    self.emit("RESULT", {**self.result(), "stopped_busy": True})
+                    os._exit(0)
             # PROBE: not needed, both systems have an end-to-end ready signal
+        loop.call_soon_threadsafe(self.stopped.set)  # the harness is gone
+
+    def _go(self) -> None:
+        if not self.go.is_set():
+            self.t_go = time.time()
+            self.cpu_go = time.process_time()
+            self.go.set()
+
+    def _progress(self) -> None:
+        """PROGRESS lines: clients ready so far until READY, then messages counted."""
+        sent = -1
+        while not self._finished:
+            time.sleep(PROGRESS_EVERY)
+            count = self.tally.total if self.go.is_set() else self.opened
+            if (self.t_ready == 0.0 or self.go.is_set()) and count != sent:
+                sent = count
+                self.emit("PROGRESS", sent)
 
     def hit(self, i: int, text: str) -> None:
         tally = self.tally
         tally.hit(i, text, time.time())
         if tally.complete == self.n and tally.expect > 0:
             self.complete.set()
-
-    async def _progress(self) -> None:
-        sent = -1
-        while True:
-            await asyncio.sleep(PROGRESS_EVERY)
-            if self.tally.total != sent:
-                sent = self.tally.total
-                self.emit("PROGRESS", sent)
 
     async def _first(self, *events: asyncio.Event) -> None:
         waits = [asyncio.ensure_future(e.wait()) for e in events]
@@ -122,8 +146,7 @@ class AsyncWorker:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        os.set_blocking(0, False)
-        loop.add_reader(0, self._on_stdin)
+        threading.Thread(target=self._control, args=(loop,), daemon=True).start()
         code = 0
         try:
             async with asyncio.timeout(self.deadline):
@@ -133,11 +156,7 @@ class AsyncWorker:
                 self.emit("READY", {"t_start": self.t_start, "t_ready": self.t_ready})
                 await self._first(self.go, self.stopped)
                 if self.go.is_set():
-                    progress = asyncio.ensure_future(self._progress())
-                    try:
-                        await self._gated(self.workload())
-                    finally:
-                        progress.cancel()
+                    await self._gated(self.workload())
                 self.emit("RESULT", self.result())
         except Fail as exc:
             self.emit("FAIL", str(exc))
@@ -146,7 +165,6 @@ class AsyncWorker:
             self.emit("FAIL", f"deadline of {self.deadline:.0f} s passed")
             code = 1
         finally:
-            loop.remove_reader(0)
             try:
                 async with asyncio.timeout(10):
                     await self.close()
@@ -177,6 +195,7 @@ class AsyncWorker:
         async def one(i: int) -> None:
             async with sem:
                 await opener(i)
+            self.opened += 1
 
         await asyncio.gather(*(one(i) for i in range(self.n)))
 
@@ -272,16 +291,13 @@ class ZchatApiWorker(AsyncWorker):
             )
             for i in range(self.n)
         ]
-        opened = 0
 
         async def open_one(i: int) -> None:
-            nonlocal opened
             chat = self.chats[i]
             try:
                 await chat.start()
             except zchat.ChatError as exc:
-                raise Fail(f"{chat.nick}: {exc.code}: {exc.text} ({opened} ready)") from None
-            opened += 1
+                raise Fail(f"{chat.nick}: {exc.code}: {exc.text} ({self.opened} ready)") from None
             if recv:
                 self.readers.append(asyncio.ensure_future(self.read(i, chat)))
 
@@ -401,19 +417,32 @@ class NatsWorker(AsyncWorker):
 ROLES: dict[str, type[AsyncWorker]] = {"zchat": ZchatApiWorker, "nats": NatsWorker}
 
 
+_profile: tuple[cProfile.Profile, str] | None = None
+
+
+def _dump_profile() -> None:
+    """Write the cProfile stats (once), if this worker runs under it."""
+    global _profile
+    if _profile is not None:
+        prof, path = _profile
+        _profile = None
+        prof.disable()
+        prof.dump_stats(path)
+
+
 def main(spec: dict[str, Any]) -> int:
-    """Run one worker; with ``spec["profile"]`` (a path) under cProfile."""
-    prof = cProfile.Profile() if spec.get("profile") else None
+    """Run one worker; with ``spec["profile"]`` (a path) under cProfile, written
+    when the worker reports its RESULT (the harness may stop it right after)."""
+    global _profile
 
     async def go() -> int:
         worker = ROLES[spec["system"]](spec)
         return await worker.run()
 
-    if prof is not None:
-        prof.enable()
+    if spec.get("profile"):
+        _profile = (cProfile.Profile(), spec["profile"])
+        _profile[0].enable()
     try:
         return asyncio.run(go())
     finally:
-        if prof is not None:
-            prof.disable()
-            prof.dump_stats(spec["profile"])
+        _dump_profile()

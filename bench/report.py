@@ -8,6 +8,7 @@ column says which way is good. Targets are reported, never asserted.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import platform
 import subprocess
@@ -72,7 +73,9 @@ def us(seconds: float) -> str:
 
 
 def ratio(a: float | None, b: float | None) -> str:
-    return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}×"
+    if a is None or b is None or b == 0 or math.isinf(a) or math.isinf(b):
+        return "—"
+    return f"{a / b:.2f}×"
 
 
 def verdict(ok: bool | None) -> str:
@@ -86,6 +89,8 @@ def f_rate(rec: Record) -> tuple[str, float]:
 def f_delivered(rec: Record) -> tuple[str, float]:
     share = rec["delivered"] / rec["expected"]
     lost = f" ({1 - share:.2%} lost)" if share < 1 else ""
+    if share < 1 and rec.get("cut"):
+        lost = f" ({1 - share:.2%} not there {rec['cut']:.0f} s after the last send)"
     return f"{rec['delivered']:,}/{rec['expected']:,}{lost}", share
 
 
@@ -93,7 +98,10 @@ def f_latency(rec: Record) -> tuple[str, float] | None:
     pc = rec.get("latency") or {}
     if not pc:
         return None
-    return " / ".join(ms(pc[k]) for k in ("p50", "p90", "p99", "max")), pc["p99"]
+    shown = " / ".join(ms(pc[k]) for k in ("p50", "p90", "p99", "max"))
+    if rec.get("cut") and rec["delivered"] < rec["expected"]:
+        shown = "≥ " + shown  # what never arrived would have been later still
+    return shown, pc["p99"]
 
 
 def f_ack(rec: Record) -> tuple[str, float] | None:
@@ -124,17 +132,27 @@ def f_send_rate(rec: Record) -> tuple[str, float]:
 
 
 def f_connect(rec: Record) -> tuple[str, float]:
+    if rec["connect_s"] is None:  # not all ready within the limit
+        return f"> {rec['ready_limit']:.0f} s ({rec['ready']:,} ready)", float("inf")
     return f"{rec['connect_s']:.2f} s", rec["connect_s"]
 
 
-def f_rss(rec: Record) -> tuple[str, float]:
+def f_rss(rec: Record) -> tuple[str, float] | None:
+    if "rss_per_client" not in rec:
+        return None
     per = rec["rss_per_client"]
     return f"{per / 1000:.1f} KB ({rec['rss'] / 2**20:,.0f} MiB)", per
 
 
-def f_broadcast(rec: Record) -> tuple[str, float]:
-    missed = f", {rec['missed']} missed" if rec.get("missed") else ""
-    return f"{ms(rec['broadcast_s'])} ms{missed}", rec["broadcast_s"]
+def f_broadcast(rec: Record) -> tuple[str, float] | None:
+    if "broadcast_s" not in rec:
+        return None
+    if rec.get("missed"):  # not there when the bench stopped waiting
+        return (
+            f"{rec['missed']:,} not reached (last of the others at {ms(rec['broadcast_s'])} ms)",
+            float("inf"),
+        )
+    return f"{ms(rec['broadcast_s'])} ms", rec["broadcast_s"]
 
 
 # ------------------------------------------------------------------- verdicts
@@ -192,6 +210,8 @@ def j_w3_time(v: dict[str, float | None]) -> tuple[str, str]:
     z, p = v["zchat"], v["proxy"]
     if z is None or p is None:
         return "n/a", "not measured"
+    if math.isinf(z):
+        return "missed", f"not all ready within the limit; proxy's {p:.2f} s"
     return verdict(z <= 2 * p), f"{z:.2f} s = {z / p:.2f}× proxy's {p:.2f} s"
 
 
@@ -206,7 +226,7 @@ def j_w3_clients(rec: Record | None, asked: int) -> Judge:
     def judge(v: dict[str, float | None]) -> tuple[str, str]:
         if rec is None:
             return "n/a", "not measured"
-        n = int(rec["clients"])
+        n = int(rec.get("ready", rec["clients"]))
         return verdict(n >= 10_000 and rec.get("missed") == 0), (
             f"{n:,} of {asked:,} clients ready in one room"
         )
@@ -217,9 +237,13 @@ def j_w3_clients(rec: Record | None, asked: int) -> Judge:
 def j_w3_broadcast(rec: Record | None) -> Judge:
     def judge(v: dict[str, float | None]) -> tuple[str, str]:
         z = v["zchat"]
-        if rec is None or z is None:
+        if rec is None:
             return "n/a", "not measured"
+        if z is None:
+            return "missed", f"only {rec.get('ready', 0):,} clients were ready: nothing sent"
         n = int(rec["clients"]) - int(rec.get("missed", 0))
+        if math.isinf(z):
+            return "missed", f"{rec['missed']:,} of {rec['clients']:,} clients not reached"
         return verdict(z < 1.0 and n >= 10_000), f"{ms(z)} ms to {n:,} clients"
 
     return judge
@@ -330,7 +354,7 @@ def build(res: Results, sizes: Any, quick: bool = False) -> Table:
     biggest = max(sizes.w3_clients)
     for n in sizes.w3_clients if "W3" in ran else ():
         rec = res.get("W3", n, "zchat")
-        got = int(rec["clients"]) if rec else n
+        got = int(rec["clients"]) if rec else n  # fewer where the open-file limit is low
         name = f"W3 {got:,} idle clients, one room" + (f" (asked {n:,})" if got != n else "")
         last = n == biggest
         t.row(name, "time until all ready", "W3", n, f_connect,

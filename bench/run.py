@@ -43,6 +43,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", default="W1,W2,W3,W5",
                     help="workloads to run [W1,W2,W3,W5; W4 on request]")  # fmt: skip
     ap.add_argument("--systems", default="zchat,proxy,mqtt,nats", help="systems to run [all]")
+    ap.add_argument("--set", action="append", default=[], metavar="SIZE=VALUE",
+                    help="override one of workloads.Sizes, e.g. --set w3_clients=1000,5000 "
+                         "--set w1_repeats=1 (for trying things; reports say so)")  # fmt: skip
     ap.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     ap.add_argument("--markdown", metavar="FILE", help="also write machine, versions and table")
     ap.add_argument("--profile", action="store_true",
@@ -77,7 +80,10 @@ def client_costs() -> dict[str, float]:
 class Runner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.sizes = Sizes.quick() if args.quick else Sizes()
+        try:
+            self.sizes = override(Sizes.quick() if args.quick else Sizes(), args.set)
+        except (AttributeError, ValueError, SyntaxError) as exc:
+            raise SystemExit(f"bench: bad --set: {exc}") from None
         self.only = {w.strip().upper() for w in args.only.split(",")}
         self.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
         self.h = Harness(keep=args.keep, verbose=args.verbose)
@@ -252,9 +258,13 @@ class Runner:
                      + _top(client))  # fmt: skip
         size = sz.w3_clients[len(sz.w3_clients) // 2]
         prof = self.h.tmp / "broker-w3.prof"
+        client = self.h.tmp / "client-w3.prof"
         self.case("profile W3", size, ZCHAT, lambda: workloads.scale(
-            self.h, ZCHAT, size, sz, prefix=("-m", "cProfile", "-o", str(prof))))  # fmt: skip
+            self.h, ZCHAT, size, sz, prefix=("-m", "cProfile", "-o", str(prof)),
+            recv_profile=str(client)))  # fmt: skip
         parts.append(f"W3 {size:,} clients, broker under cProfile:\n" + _top(prof))
+        parts.append(f"W3 {size:,} clients, the first client process under cProfile:\n"
+                     + _top(client))  # fmt: skip
         parts.append("zchat send, slowest imports (python -X importtime, self µs):\n"
                      + _importtime())  # fmt: skip
         return "\n\n".join(parts)
@@ -299,6 +309,23 @@ def _importtime(limit: int = 12) -> str:
     lines = [f"{own:>8} {cum:>8}  {name.strip()}" for own, cum, name in rows[:limit]]
     head = f"import zchat.cli: {total / 1000:.1f} ms in all\n    self  cumul.  module\n"
     return head + "\n".join(lines)
+
+
+def override(sizes: Sizes, settings: list[str]) -> Sizes:
+    """``sizes`` with ``name=value`` settings applied (a tuple as a comma list)."""
+    import ast
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    for item in settings:
+        name, _, raw = item.partition("=")
+        name = name.strip()
+        old = getattr(sizes, name)  # AttributeError: no such size
+        value = ast.literal_eval(raw)
+        if isinstance(old, tuple) and not isinstance(value, tuple):
+            value = (value,)
+        changes[name] = value
+    return dataclasses.replace(sizes, **changes)
 
 
 def median_run(recs: list[dict[str, Any]]) -> dict[str, Any]:
