@@ -15,6 +15,8 @@ PEER = b"\xffweb:\x00\x00\x00\x00\x00\x00\x00\x01"
 def page(bridge: Bridge, now: float = 0.0, **body: Any) -> tuple[list[m.Request], list[dict]]:
     """What the page sends: the requests it makes and the answers it gets at once."""
     reqs, texts = bridge.receive(json.dumps(body), now)
+    if bridge.awaiting is not None:  # a login: the door checks it in a thread
+        reqs, texts = bridge.check_now(now)
     assert all(r.peer == PEER for r in reqs)
     return [decode_request(r.frames) for r in reqs], [json.loads(t) for t in texts]
 
@@ -268,3 +270,14 @@ def test_a_flood_is_not_held_without_end() -> None:
     out = [answer(b, m.Error(s.rid, "rate_limited", "slow down", 1.0)) for s in says]
     assert out[:MAX_HELD] == [[]] * MAX_HELD
     assert [o[0]["code"] for o in out[MAX_HELD:]] == ["rate_limited"] * 2  # told, not held
+
+
+def test_messages_wait_for_the_login_check_in_order() -> None:
+    b = Bridge(PEER, lambda name, pw: "Alice" if pw == "pw" else "")
+    reqs, texts = b.receive(json.dumps({"type": "hello", "nick": "alice", "password": "pw"}), 0.0)
+    assert (reqs, texts) == ([], []) and b.awaiting == ("alice", "pw")
+    assert b.receive(json.dumps({"type": "join", "room": "dev"}), 0.0) == ([], [])
+    assert b.receive(json.dumps({"type": "rooms"}), 0.0) == ([], [])
+    reqs, texts = b.checked("Alice", 0.0)
+    assert [type(decode_request(r.frames)) for r in reqs] == [m.Hello, m.Join, m.Rooms]
+    assert all(r.user == "account:Alice" for r in reqs)

@@ -207,6 +207,10 @@ class Bridge:
         self._closed = False
         #: Failed logins so far; the door closes the connection past MAX_LOGIN_FAILURES.
         self.failures = 0
+        #: (name, password) of a login hello whose check has not been answered yet.
+        self.awaiting: tuple[str, str] | None = None
+        self._checking: tuple[int | None, dict[str, Any]] | None = None
+        self._later: list[str] = []
 
     # ------------------------------------------------------------ from the page
 
@@ -216,43 +220,81 @@ class Bridge:
         return [json.dumps(info, separators=(",", ":"))]
 
     def receive(self, text: str, now: float) -> tuple[list[DoorRequest], list[str]]:
-        """One message from the page: requests for the broker, answers for the page."""
+        """One message from the page: requests for the broker, answers for the page.
+
+        A ``hello`` that must log in leaves the password check in ``awaiting``
+        (it is slow on purpose): the caller runs ``verify`` on it, where it
+        likes, and gives the answer to ``checked``. Messages that come
+        meanwhile wait for it, in order.
+        """
+        if self.awaiting is not None:
+            self._later.append(text)
+            return [], []
         try:
             kind, page_rid, body = parse(text)
         except BadMessage as exc:
             return [], [error_json(None, Code.BAD_REQUEST.value, str(exc))]
         if kind == "hello" and self.verify is not None:
-            refused = self._login(body)
+            refused = self._precheck(body)
             if refused is not None:
                 return [], [error_json(page_rid, "bad_login", refused)]
+            self.awaiting = (str(body["nick"]), str(body["password"]))
+            self._checking = (page_rid, body)
+            return [], []
+        return self._request(kind, page_rid, body, now)
+
+    def _request(
+        self, kind: str, page_rid: int | None, body: dict[str, Any], now: float
+    ) -> tuple[list[DoorRequest], list[str]]:
         try:
             req = build(kind, self._next_rid(), body)
         except ProtocolError as exc:
             return [], [error_json(page_rid, str(exc.code), exc.text)]
         return [self._send(page_rid, req, now)], []
 
-    def _login(self, body: dict[str, Any]) -> str | None:
-        """Check a hello's account and password; None when they match.
-
-        On success the hello's nick becomes the account's name as the file
-        spells it: the session is ``account:NAME`` and the broker binds the
-        nick to it (§6.11).
-        """
-        assert self.verify is not None
+    def _precheck(self, body: dict[str, Any]) -> str | None:
+        """Why a login hello is refused before its password is checked, or None."""
         name, password = body.get("nick"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             return "log in with an account name and its password"
         if self.failures >= MAX_LOGIN_FAILURES:
             return "too many failed logins"
-        account = self.verify(name, password)
+        return None
+
+    def checked(self, account: str, now: float) -> tuple[list[DoorRequest], list[str]]:
+        """The answer to ``awaiting``: the account's name, or "" for a wrong login.
+
+        On success the hello's nick becomes the account's name as the file
+        spells it: the session is ``account:NAME`` and the broker binds the
+        nick to it (§6.11). Then the messages that waited are taken, in order.
+        """
+        assert self._checking is not None, "checked() without a login under way"
+        (page_rid, body), self._checking, self.awaiting = self._checking, None, None
         if not account:
             self.failures += 1
-            return "wrong account name or password"
-        if self.user and self.user != "account:" + account:
-            return "this connection is logged in as another account"
-        self.user = "account:" + account
-        body["nick"] = account
-        return None
+            reqs: list[DoorRequest] = []
+            texts = [error_json(page_rid, "bad_login", "wrong account name or password")]
+        elif self.user and self.user != "account:" + account:
+            reqs, texts = [], [error_json(page_rid, "bad_login", "this connection is logged "
+                                          "in as another account")]  # fmt: skip
+        else:
+            self.user = "account:" + account
+            body["nick"] = account
+            reqs, texts = self._request("hello", page_rid, body, now)
+        later, self._later = self._later, []
+        for i, text in enumerate(later):
+            more_reqs, more_texts = self.receive(text, now)
+            reqs += more_reqs
+            texts += more_texts
+            if self.awaiting is not None:  # another login: the rest waits for it
+                self._later += later[i + 1 :]
+                break
+        return reqs, texts
+
+    def check_now(self, now: float) -> tuple[list[DoorRequest], list[str]]:
+        """Run the awaited password check here and now (tests; the door uses a thread)."""
+        assert self.verify is not None and self.awaiting is not None
+        return self.checked(self.verify(*self.awaiting), now)
 
     # ---------------------------------------------------------- from the broker
 

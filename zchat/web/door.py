@@ -23,9 +23,11 @@ import errno
 import heapq
 import ipaddress
 import itertools
+import queue
 import selectors
 import socket
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -133,6 +135,7 @@ class _Conn:
     pinged: float = 0.0
     rooms: set[str] = field(default_factory=set)  # as indexed in WebDoor.members
     due: float = float("inf")  # when its timers next run (WebDoor._timers)
+    checking: bool = False  # a password check of its page is running
 
 
 class WebDoor(Door):
@@ -182,6 +185,10 @@ class WebDoor(Door):
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._dirty: set[_Conn] = set()
+        # Password checks run here, one at a time; answers come back through
+        # the queue and the wake socket.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="zchat-web-login")
+        self._checked: queue.SimpleQueue[tuple[_Conn, str]] = queue.SimpleQueue()
         self.conns: dict[socket.socket, _Conn] = {}
         self.by_peer: dict[bytes, _Conn] = {}
         #: Room -> the connections whose session is in it (published events go there).
@@ -218,6 +225,7 @@ class WebDoor(Door):
                 self._accept(now)
                 continue
             if key.fileobj is self._wake_r:
+                out.extend(self._logins_checked(now))
                 self._flush_dirty()
                 continue
             conn = self.conns.get(key.fileobj)  # type: ignore[call-overload]
@@ -228,6 +236,44 @@ class WebDoor(Door):
             if mask & selectors.EVENT_READ and conn.sock in self.conns:
                 out.extend(self._read(conn, now))
         return out
+
+    def _check_login(self, conn: _Conn, login: tuple[str, str]) -> None:
+        """Check a password in the door's thread: scrypt is slow on purpose (50 ms),
+        and the broker's loop must not wait for it."""
+        assert self.verify is not None
+        verify = self.verify
+        conn.checking = True
+
+        def job() -> None:
+            try:
+                account = verify(*login)
+            except Exception:  # a broken accounts file must not lose the answer
+                account = ""
+            self._checked.put((conn, account))
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+
+        self._pool.submit(job)
+
+    def _logins_checked(self, now: float) -> list[DoorRequest]:
+        out: list[DoorRequest] = []
+        while True:
+            try:
+                conn, account = self._checked.get_nowait()
+            except queue.Empty:
+                return out
+            conn.checking = False
+            if conn.bridge is None or self.by_peer.get(conn.peer) is not conn:
+                continue  # the page left meanwhile
+            reqs, texts = conn.bridge.checked(account, now)
+            out.extend(reqs)
+            self._send_texts(conn, texts)
+            if conn.bridge.failures >= MAX_LOGIN_FAILURES:
+                conn.proto.send_close(1008, "too many failed logins")
+                self._flush(conn)
+            elif conn.bridge.awaiting is not None:
+                self._check_login(conn, conn.bridge.awaiting)
+            self._schedule(conn, conn.bridge.next_deadline())
 
     def _flush_dirty(self) -> None:
         """Write what was queued since the last wake-up: one send per connection."""
@@ -288,7 +334,9 @@ class WebDoor(Door):
                 self._abort(conn)
             return []
         if now - conn.heard >= self.timeout + self.heartbeat:
-            self._abort(conn)  # a browser gone without a word: its session may resume
+            # A browser gone without a word: its session stays for a resume.
+            self.show(f"! web door: dropped a browser silent for {now - conn.heard:.0f} s")
+            self._abort(conn)
             return []
         if now - conn.pinged >= self.heartbeat and conn.proto.state is State.OPEN:
             conn.pinged = now
@@ -309,6 +357,7 @@ class WebDoor(Door):
             heapq.heappush(self._timers, (when, next(self._seq), conn))
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for conn in list(self.conns.values()):
             self._forget(conn)
         if self.listener.fileno() >= 0:
@@ -402,9 +451,8 @@ class WebDoor(Door):
                     reqs, texts = conn.bridge.receive(text, now)
                     requests.extend(reqs)
                     self._send_texts(conn, texts)
-                    if conn.bridge.failures >= MAX_LOGIN_FAILURES:
-                        conn.proto.send_close(1008, "too many failed logins")
-                        break
+                    if conn.bridge.awaiting is not None and not conn.checking:
+                        self._check_login(conn, conn.bridge.awaiting)
                 elif event.opcode is Opcode.BINARY:
                     conn.proto.send_close(1003, "text frames only")
         if conn.bridge is not None:
