@@ -22,3 +22,17 @@ def test_the_refusal_log_stays_bounded_whatever_peers_send() -> None:
     for i in range(5000):
         assert log.note(f"10.0.0.{i}: unknown key", float(i))
     assert len(log._last) <= 1001
+
+
+def test_every_counter_has_metrics_help_and_a_line_in_the_protocol() -> None:
+    """A counter added to the core must reach /metrics and STATS' table (§6.10)."""
+    import dataclasses
+    from pathlib import Path
+
+    from zchat.broker import metrics
+    from zchat.broker.core import Counters
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    for f in dataclasses.fields(Counters):
+        assert f.name in metrics._HELP, f.name
+        assert f"| `{f.name}` |" in doc, f.name

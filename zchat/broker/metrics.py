@@ -25,6 +25,7 @@ _HELP = {
     "published": "Broadcasts handed to the broadcast socket",
     "replies": "Replies and pushes handed to the request socket",
     "dropped": "Replies and pushes the request socket could not deliver",
+    "resets": "Broadcast sockets rebuilt against a subscription flood",
 }
 
 
