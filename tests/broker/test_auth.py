@@ -35,4 +35,4 @@ def test_every_counter_has_metrics_help_and_a_line_in_the_protocol() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     for f in dataclasses.fields(Counters):
         assert f.name in metrics._HELP, f.name
-        assert f"| `{f.name}` |" in doc, f.name
+        assert f"`{f.name}`" in doc[doc.index("### 6.10") : doc.index("### 6.11")], f.name
