@@ -7,7 +7,7 @@
   broker takes them (at most 5,000 unacknowledged, like bench/'s zchat sender); K WebSocket
   receivers in that room (split over 2 processes) each count every message. Reported:
   deliveries/s = N × K ÷ (last delivery − first send), and delivered/expected.
-- **W3 idle connections**: M WebSocket clients (2,500 per process) connect, say ``hello`` and
+- **W3 idle connections**: M WebSocket clients (500 per process) connect, say ``hello`` and
   join rooms of 100, then stay idle. Reported: time until the last one has its ``joined``, and
   the broker's RSS growth divided by M.
 
@@ -48,6 +48,13 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------ workers
@@ -305,9 +312,11 @@ def w1(tmp: Path, k: int, n: int) -> dict[str, Any]:
                 if c]  # fmt: skip
         for p in recv:
             run.line(p, "READY")
+        cpu0 = cpu_seconds(run.broker.pid)
         send = run.spawn("send", "bench", str(n), "5000")
         sent = json.loads(run.line(send, "RESULT "))
         results = [json.loads(run.line(p, "RESULT ")) for p in recv]
+        cpu = cpu_seconds(run.broker.pid) - cpu0
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}; the broker said:\n{run.problems()}") from None
     finally:
@@ -316,14 +325,16 @@ def w1(tmp: Path, k: int, n: int) -> dict[str, Any]:
     last = max(r["last"] for r in results)
     return {"k": k, "n": n, "delivered": got, "expected": n * k,
             "deliveries_per_s": got / (last - sent["t0"]) if last > sent["t0"] else 0.0,
-            "acks_per_s": n / (sent["t_acked"] - sent["t0"])}  # fmt: skip
+            "acks_per_s": n / (sent["t_acked"] - sent["t0"]),
+            "broker_cpu_us_per_delivery": cpu / max(1, got) * 1e6}  # fmt: skip
 
 
-def w3(tmp: Path, m: int, per_proc: int = 2500, room_size: int = 100) -> dict[str, Any]:
+def w3(tmp: Path, m: int, per_proc: int = 500, room_size: int = 100) -> dict[str, Any]:
     run = Run(tmp, m + 10)
     try:
         time.sleep(0.5)  # let the broker settle before the baseline (not synchronisation)
         base = rss_bytes(run.broker.pid)
+        cpu0 = cpu_seconds(run.broker.pid)
         t0 = time.time()
         procs, start = [], 0
         while start < m:
@@ -331,6 +342,7 @@ def w3(tmp: Path, m: int, per_proc: int = 2500, room_size: int = 100) -> dict[st
             procs.append(run.spawn("idle", str(count), str(start), str(room_size)))
             start += count
         ready = max(json.loads(run.line(p, "READY "))["t"] for p in procs)
+        cpu = cpu_seconds(run.broker.pid) - cpu0
         time.sleep(1.0)  # idle: what the connections hold, not what joining them cost
         rss = rss_bytes(run.broker.pid)
         for p in procs:
@@ -339,7 +351,7 @@ def w3(tmp: Path, m: int, per_proc: int = 2500, room_size: int = 100) -> dict[st
             p.stdin.flush()
     finally:
         run.close()
-    return {"m": m, "connect_s": ready - t0, "rss_base": base, "rss": rss,
+    return {"m": m, "connect_s": ready - t0, "rss_base": base, "rss": rss, "broker_cpu_s": cpu,
             "rss_per_conn": (rss - base) / m}  # fmt: skip
 
 
@@ -366,13 +378,15 @@ def main() -> None:
             out["w1"].append(r)
             print(f"W1 web fan-out 1→{k}, {n:,}×100 B: {r['deliveries_per_s'] / 1000:,.1f}k "
                   f"deliveries/s, {r['delivered']:,}/{r['expected']:,} delivered, "
-                  f"{r['acks_per_s']:,.0f} SAY acks/s", flush=True)  # fmt: skip
+                  f"{r['acks_per_s']:,.0f} SAY acks/s, broker CPU "
+                  f"{r['broker_cpu_us_per_delivery']:.1f} µs per delivery", flush=True)  # fmt: skip
         for m in cases_w3:
             r = w3(Path(tmp), m)
             out["w3"].append(r)
             print(f"W3 web {m:,} idle WebSocket clients: connected and joined in "
                   f"{r['connect_s']:.2f} s, broker RSS {r['rss_per_conn'] / 1024:.1f} KiB per "
-                  f"connection ({r['rss'] / 2**20:.0f} MiB total)", flush=True)  # fmt: skip
+                  f"connection ({r['rss'] / 2**20:.0f} MiB total), broker CPU "
+                  f"{r['broker_cpu_s']:.1f} s", flush=True)  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 
