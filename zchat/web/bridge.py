@@ -47,6 +47,7 @@ MAX_HELD = 256
 #: Largest JSON message a page may send (a 4,000-byte text escaped as \uXXXX fits).
 MAX_MESSAGE_BYTES = 32 * 1024
 
+_SAYING = frozenset({"msg", "action"})  # events that change nothing about the session
 _RETRYABLE = frozenset({Code.RATE_LIMITED.value, Code.STORE_UNAVAILABLE.value})
 
 
@@ -328,7 +329,7 @@ class Bridge:
         return True
 
     def _follow(self, ev: m.Event) -> None:
-        if nick_key(ev.nick) != nick_key(self.nick or "\x00"):
+        if ev.kind in _SAYING or nick_key(ev.nick) != nick_key(self.nick or "\x00"):
             return
         if ev.kind in ("kick", "leave"):
             self.rooms.discard(ev.room)
