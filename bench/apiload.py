@@ -41,6 +41,10 @@ STOP_GRACE = 3.0  # seconds the loop gets to answer STOP before the control thre
 NATS_SUBJECT = "bench.room"
 
 
+class _NotOpened(Exception):
+    """A client that did not get ready (counted in ``refused``)."""
+
+
 class AsyncWorker:
     """The phases, the control lines and the bounds shared by both systems."""
 
@@ -65,6 +69,7 @@ class AsyncWorker:
         self.lag = 0.0
         self.t_first_send = self.t_last_send = self.t_last_ack = 0.0
         self.opened = 0  # clients ready so far
+        self.refused: dict[str, int] = {}  # W3 ("tolerate"): clients that never got ready
         self._out = threading.Lock()
         self._finished = False  # RESULT or FAIL written
         self.go = asyncio.Event()
@@ -153,7 +158,8 @@ class AsyncWorker:
                 self.t_start = time.time()
                 await self._gated(self.setup())
                 self.t_ready = time.time()
-                self.emit("READY", {"t_start": self.t_start, "t_ready": self.t_ready})
+                self.emit("READY", {"t_start": self.t_start, "t_ready": self.t_ready,
+                                    "opened": self.opened, "refused": self.refused})  # fmt: skip
                 await self._first(self.go, self.stopped)
                 if self.go.is_set():
                     await self._gated(self.workload())
@@ -194,7 +200,10 @@ class AsyncWorker:
 
         async def one(i: int) -> None:
             async with sem:
-                await opener(i)
+                try:
+                    await opener(i)
+                except _NotOpened:
+                    return
             self.opened += 1
 
         await asyncio.gather(*(one(i) for i in range(self.n)))
@@ -245,6 +254,8 @@ class AsyncWorker:
             "cpu": now_cpu - self.cpu_go if self.cpu_go else now_cpu,
             "cpu_total": now_cpu,
             "errors": self.errors,
+            "opened": self.opened,
+            "refused": self.refused,
         }
         if self.mode == "recv":
             out.update(self.tally.summary(self.spec.get("latency_file")))
@@ -297,7 +308,13 @@ class ZchatApiWorker(AsyncWorker):
             try:
                 await chat.start()
             except zchat.ChatError as exc:
-                raise Fail(f"{chat.nick}: {exc.code}: {exc.text} ({self.opened} ready)") from None
+                if not self.spec.get("tolerate"):
+                    raise Fail(
+                        f"{chat.nick}: {exc.code}: {exc.text} ({self.opened} ready)"
+                    ) from None
+                # W3: a client the broker refused or never answered is counted, not fatal
+                self.refused[exc.code] = self.refused.get(exc.code, 0) + 1
+                raise _NotOpened from None
             if recv:
                 self.readers.append(asyncio.ensure_future(self.read(i, chat)))
 

@@ -134,6 +134,10 @@ def f_send_rate(rec: Record) -> tuple[str, float]:
 def f_connect(rec: Record) -> tuple[str, float]:
     if rec["connect_s"] is None:  # not all ready within the limit
         return f"> {rec['ready_limit']:.0f} s ({rec['ready']:,} ready)", float("inf")
+    refused = rec.get("refused") or {}
+    if refused:  # these never got ready: the time is for the others
+        why = ", ".join(f"{n:,} {code}" for code, n in refused.items())
+        return f"{rec['connect_s']:.2f} s ({why})", float("inf")
     return f"{rec['connect_s']:.2f} s", rec["connect_s"]
 
 
@@ -149,7 +153,7 @@ def f_broadcast(rec: Record) -> tuple[str, float] | None:
         return None
     if rec.get("missed"):  # not there when the bench stopped waiting
         return (
-            f"{rec['missed']:,} not reached (last of the others at {ms(rec['broadcast_s'])} ms)",
+            f"{rec['missed']:,} not reached (the others by {ms(rec['broadcast_s'])} ms)",
             float("inf"),
         )
     return f"{ms(rec['broadcast_s'])} ms", rec["broadcast_s"]
@@ -211,7 +215,7 @@ def j_w3_time(v: dict[str, float | None]) -> tuple[str, str]:
     if z is None or p is None:
         return "n/a", "not measured"
     if math.isinf(z):
-        return "missed", f"not all ready within the limit; proxy's {p:.2f} s"
+        return "missed", f"not all ready (refused, or not within the limit); proxy's {p:.2f} s"
     return verdict(z <= 2 * p), f"{z:.2f} s = {z / p:.2f}× proxy's {p:.2f} s"
 
 

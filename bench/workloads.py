@@ -266,7 +266,7 @@ def scale(h: Harness, system: str, clients: int, sizes: Sizes, prefix: tuple[str
         n_workers = max(sizes.recv_procs, math.ceil(clients / sizes.w3_per_worker))
         for k, count in enumerate(_split(clients, n_workers)):
             spec = {**base, "mode": "recv", "clients": count, "first": first, "nick": "c",
-                    "expect": 1, "senders": 1, "inflight": 200}  # fmt: skip
+                    "expect": 1, "senders": 1, "inflight": 200, "tolerate": True}  # fmt: skip
             if recv_profile and k == 0:
                 spec["profile"] = recv_profile
             workers.append(h.worker(f"{system}-w3recv{k}", spec))
@@ -314,12 +314,18 @@ def scale(h: Harness, system: str, clients: int, sizes: Sizes, prefix: tuple[str
         broadcast = max([w.result["t_last"] for w in workers if w.result["t_last"]] or [t_sent])
         broadcast -= t_sent
         missed = clients - sum(w.result["total"] for w in workers)
+        refused: dict[str, int] = {}
+        for w in workers:
+            for code, count in (w.ready.get("refused") or {}).items():
+                refused[code] = refused.get(code, 0) + count
+        ready = sum(w.ready.get("opened", 0) for w in workers) or clients
     finally:
         h.stop_all(started)
     return {
         "system": system,
         "clients": clients,
-        "ready": clients,
+        "ready": ready,  # the others were refused or timed out (``refused``)
+        "refused": refused,
         "connect_s": connect,
         "rss_per_client": (rss1 - rss0) / clients,
         "rss": rss1,
