@@ -7,7 +7,7 @@
   broker takes them (at most 5,000 unacknowledged, like bench/'s zchat sender); K WebSocket
   receivers in that room (split over 2 processes) each count every message. Reported:
   deliveries/s = N × K ÷ (last delivery − first send), and delivered/expected.
-- **W3 idle connections**: M WebSocket clients (500 per process) connect, say ``hello`` and
+- **W3 idle connections**: M WebSocket clients (1,000 per process, 100 connecting at a time in each) connect, say ``hello`` and
   join rooms of 100, then stay idle. Reported: time until the last one has its ``joined``, and
   the broker's RSS growth divided by M.
 
@@ -63,7 +63,7 @@ def cpu_seconds(pid: int) -> float:
 async def _open(url: str, origin: str) -> Any:
     from websockets.asyncio.client import connect
 
-    return await connect(url, origin=origin, max_size=2**20, open_timeout=60,  # type: ignore[arg-type]
+    return await connect(url, origin=origin, max_size=2**20, open_timeout=120,  # type: ignore[arg-type]
                          ping_interval=None, max_queue=None)  # fmt: skip
 
 
@@ -225,7 +225,7 @@ def sender(url: str, origin: str, room: str, n: int, window: int) -> None:
 
 
 async def idle(url: str, origin: str, count: int, start: int, room_size: int) -> None:
-    sem = asyncio.Semaphore(200)  # connect in waves, as many browsers would
+    sem = asyncio.Semaphore(100)  # connect in waves, as many browsers would
 
     async def one(i: int) -> Any:
         async with sem:
@@ -329,7 +329,7 @@ def w1(tmp: Path, k: int, n: int) -> dict[str, Any]:
             "broker_cpu_us_per_delivery": cpu / max(1, got) * 1e6}  # fmt: skip
 
 
-def w3(tmp: Path, m: int, per_proc: int = 500, room_size: int = 100) -> dict[str, Any]:
+def w3(tmp: Path, m: int, per_proc: int = 1000, room_size: int = 100) -> dict[str, Any]:
     run = Run(tmp, m + 10)
     try:
         time.sleep(0.5)  # let the broker settle before the baseline (not synchronisation)
