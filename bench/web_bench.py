@@ -7,9 +7,9 @@
   broker takes them (at most 5,000 unacknowledged, like bench/'s zchat sender); K WebSocket
   receivers in that room (split over 2 processes) each count every message. Reported:
   deliveries/s = N × K ÷ (last delivery − first send), and delivered/expected.
-- **W3 idle connections**: M WebSocket clients (1,000 per process, 100 connecting at a time in each) connect, say ``hello`` and
-  join rooms of 100, then stay idle. Reported: time until the last one has its ``joined``, and
-  the broker's RSS growth divided by M.
+- **W3 idle connections**: M WebSocket clients (1,000 per process, 100 of them connecting at a
+  time) connect, say ``hello`` and join rooms of 100, then stay idle. Reported: time until the
+  last one has its ``joined``, and the broker's RSS growth divided by M.
 
 Every client is the page's protocol (docs/web.md): JSON text messages, the door's Origin. The
 broker runs with a real SQLite store and its rate limit lifted (ZCHAT_RATE, ZCHAT_BURST), as in
