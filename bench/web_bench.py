@@ -11,6 +11,11 @@
   time) connect, say ``hello`` and join rooms of 100, then stay idle. Reported: time until the
   last one has its ``joined``, and the broker's RSS growth divided by M.
 
+W1's clients speak websockets' sans-I/O protocol over blocking sockets and count the sender's
+events by substring rather than parsing each JSON (as bench/'s receivers skip decoding), so the
+numbers measure the broker; W3's are the asyncio client, which answers pings by itself. The
+broker's CPU time is reported too (µs per delivery; seconds for all of W3's connections).
+
 Every client is the page's protocol (docs/web.md): JSON text messages, the door's Origin. The
 broker runs with a real SQLite store and its rate limit lifted (ZCHAT_RATE, ZCHAT_BURST), as in
 bench/run.py; the same workloads over ZeroMQ are in bench/RESULTS.md. Every wait has a deadline.
