@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from zchat.protocol import decode_request
 from zchat.protocol import messages as m
 from zchat.web.bridge import MAX_HELD, MAX_LOGIN_FAILURES, Bridge, to_json
@@ -281,3 +284,45 @@ def test_messages_wait_for_the_login_check_in_order() -> None:
     reqs, texts = b.checked("Alice", 0.0)
     assert [type(decode_request(r.frames)) for r in reqs] == [m.Hello, m.Join, m.Rooms]
     assert all(r.user == "account:Alice" for r in reqs)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+_TYPES = st.sampled_from(["hello", "join", "leave", "say", "tell", "nick", "topic", "who",
+                          "rooms", "history", "seen", "invite", "kick", "ban", "away",
+                          "whois", "op", "search", "ping", "bye", "nope", ""])  # fmt: skip
+_FIELDS = st.sampled_from(["rid", "nick", "resume", "id", "room", "history", "private",
+                           "rejoin", "text", "action", "to", "topic", "after", "before",
+                           "limit", "seq", "reason", "ban", "op", "password"])  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=200) | st.binary(max_size=200).map(lambda b: b.decode("latin-1")))
+def test_any_text_from_a_page_is_answered_never_raised(text: str) -> None:
+    reqs, texts = logged_in().receive(text, 0.0)
+    assert all(json.loads(t)["type"] == "error" for t in texts) or reqs
+
+
+@settings(max_examples=200, deadline=None)
+@given(_TYPES, st.dictionaries(_FIELDS, _JSON, max_size=6), st.booleans())
+def test_any_message_of_any_type_is_a_request_or_an_error(
+    kind: str, fields: dict[str, Any], login: bool
+) -> None:
+    b = Bridge(PEER, (lambda name, pw: "Alice") if login else None)
+    reqs, texts = b.receive(json.dumps({**fields, "type": kind}), 0.0)
+    if b.awaiting is not None:
+        reqs, texts = b.check_now(0.0)
+    for r in reqs:  # what reaches the broker is a valid request
+        assert isinstance(decode_request(r.frames), m.Request)
+    assert len(reqs) + len(texts) == 1
+    for t in texts:
+        assert json.loads(t)["type"] == "error"
+
+
+def test_deep_nesting_is_refused_not_a_crash() -> None:
+    reqs, (text,) = logged_in().receive("[" * 30_000, 0.0)
+    assert reqs == [] and "nested too deep" in json.loads(text)["text"]

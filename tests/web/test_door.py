@@ -351,3 +351,17 @@ def test_a_silent_browser_is_pinged_then_dropped_and_a_live_one_kept(door: WebDo
         wait_until(lambda: pump.requests.count(b"PING") > pings_before,
                    "the live page's session is not kept alive")  # fmt: skip
         assert len(door.by_peer) == 1
+
+
+def test_binary_frames_close_the_connection_and_the_door_goes_on(door: WebDoor) -> None:
+    pump: Pump = door.pump  # type: ignore[attr-defined]
+    with ws(door) as c:
+        recv(c, "door")
+        c.send(b"\x00\x01")
+        c.send(b"\x02")  # maybe in the same read: a second close must not be attempted
+        with pytest.raises(ConnectionClosed) as exc:
+            recv(c, "never")
+        assert exc.value.rcvd is not None and exc.value.rcvd.code == 1003
+    assert pump.thread.is_alive()
+    with ws(door) as c:  # still serving
+        assert recv(c, "door")["type"] == "door"

@@ -140,6 +140,8 @@ def parse(text: str) -> tuple[str, int | None, dict[str, Any]]:
         body = json.loads(text)
     except ValueError as exc:
         raise BadMessage(f"not JSON: {exc}") from None
+    except RecursionError:  # "[[[[...": nested deeper than the parser goes
+        raise BadMessage("not JSON: nested too deep") from None
     if not isinstance(body, dict):
         raise BadMessage("a message is a JSON object")
     kind = body.get("type")

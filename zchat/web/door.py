@@ -268,7 +268,7 @@ class WebDoor(Door):
             reqs, texts = conn.bridge.checked(account, now)
             out.extend(reqs)
             self._send_texts(conn, texts)
-            if conn.bridge.failures >= MAX_LOGIN_FAILURES:
+            if conn.bridge.failures >= MAX_LOGIN_FAILURES and conn.proto.state is State.OPEN:
                 conn.proto.send_close(1008, "too many failed logins")
                 self._flush(conn)
             elif conn.bridge.awaiting is not None:
@@ -453,7 +453,7 @@ class WebDoor(Door):
                     self._send_texts(conn, texts)
                     if conn.bridge.awaiting is not None and not conn.checking:
                         self._check_login(conn, conn.bridge.awaiting)
-                elif event.opcode is Opcode.BINARY:
+                elif event.opcode is Opcode.BINARY and conn.proto.state is State.OPEN:
                     conn.proto.send_close(1003, "text frames only")
         if conn.bridge is not None:
             self._schedule(conn, conn.bridge.next_deadline())
