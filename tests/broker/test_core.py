@@ -116,7 +116,9 @@ class Harness:
         unmetered = Limits(rate=1e9, burst=10**9)
         self.config = CoreConfig(PUB, heartbeat, timeout, limits or unmetered)
         tokens = (f"tok{i}" for i in itertools.count(1))
-        self.core = BrokerCore(self.store, self.config, now, new_token=lambda: next(tokens))
+        self.core = BrokerCore(
+            self.store, self.config, now, new_token=lambda: next(tokens), boot="boot1"
+        )
         self.now = now
         self.wire: list[list[bytes]] = []  # everything ever published, as frames
         self._rids = itertools.count(1)
@@ -206,6 +208,7 @@ def test_hello_is_answered_with_a_welcome() -> None:
         timeout=7.5,
         resumed=False,
         rooms=[],
+        boot="boot1",  # this broker process
     )
     assert out.published == []
     assert h.core.clients == 1

@@ -54,6 +54,7 @@ def counter(prefix: str) -> Callable[[], str]:
 
 
 def make_core(room: str | None = "lobby", nick: str = "alice", **kwargs: object) -> ClientCore:
+    kwargs.setdefault("hello_id", "h1")
     return ClientCore(nick, room, new_id=counter("m"), new_token=counter("t"), **kwargs)  # type: ignore[arg-type]
 
 
@@ -92,8 +93,11 @@ def welcome(
     epoch: str = "e1",
     resumed: bool = False,
     rooms: Iterable[str] = (),
+    boot: str = "b1",
 ) -> m.Welcome:
-    return m.Welcome(rid, nick, session, pub, epoch, T0, HEARTBEAT, TIMEOUT, resumed, list(rooms))
+    return m.Welcome(
+        rid, nick, session, pub, epoch, T0, HEARTBEAT, TIMEOUT, resumed, list(rooms), boot
+    )
 
 
 def event(
@@ -194,7 +198,7 @@ def test_handshake_step_by_step() -> None:
     actions = core.connecting(EP, T0)
     assert actions == [
         Output(StateChange("connecting", f"connecting to {EP} ...")),
-        Request(m.Hello(1, "alice", "")),
+        Request(m.Hello(1, "alice", "", "h1")),
     ]
     assert not core.idle
 
@@ -964,16 +968,50 @@ def test_any_request_resets_the_heartbeat() -> None:
 
 
 def test_pong_heads_reveal_events_lost_at_the_tail_of_a_burst() -> None:
-    """§6.7: PONG carries each room's latest seq; a higher one means a fetch."""
+    """§6.7: PONG carries each room's latest seq; one still ahead of what we showed
+    at the next PONG, a heartbeat later, means the tail was lost: fetch it."""
     core = make_core()
     handshake(core, last=2, history=[event(2)])
     ping = the(core.tick(T0 + HEARTBEAT), m.Ping)
     heads = [m.Head("lobby", 4), m.Head("elsewhere", 9)]
-    actions = core.on_direct(m.Pong(ping.rid, T0, 1, heads), T0 + HEARTBEAT)
+    # The events may only be waiting in our SUB queue: nothing yet.
+    assert core.on_direct(m.Pong(ping.rid, T0, 1, heads), T0 + HEARTBEAT) == []
+    ping = the(core.tick(T0 + 2 * HEARTBEAT), m.Ping)
+    actions = core.on_direct(m.Pong(ping.rid, T0, 2, heads), T0 + 2 * HEARTBEAT)
     fetch = the(actions, m.History)
     assert (fetch.room, fetch.after, fetch.limit) == ("lobby", 2, 2)
     filled = core.on_direct(m.Events(fetch.rid, "lobby", [event(3), event(4)], 4), T0)
     assert chat_texts(filled) == ["line 3", "line 4"]
+
+
+def test_a_client_merely_behind_its_queue_fetches_nothing() -> None:
+    """Issue 12: a PONG head ahead of us because the events still wait in our SUB
+    queue costs no HISTORY: they arrive before the next PONG."""
+    core = make_core()
+    handshake(core, last=2, history=[event(2)])
+    ping = the(core.tick(T0 + HEARTBEAT), m.Ping)
+    assert core.on_direct(m.Pong(ping.rid, T0, 1, [m.Head("lobby", 50)]), T0 + HEARTBEAT) == []
+    for seq in range(3, 51):  # the queue drains
+        assert not reqs(core.on_broadcast(event(seq), T0 + HEARTBEAT))
+    ping = the(core.tick(T0 + 2 * HEARTBEAT), m.Ping)
+    late = core.on_direct(m.Pong(ping.rid, T0, 2, [m.Head("lobby", 60)]), T0 + 2 * HEARTBEAT)
+    assert not [r for r in reqs(late) if isinstance(r, m.History)]
+
+
+def test_hello_names_the_registration_and_a_new_boot_makes_joins_rejoins() -> None:
+    """§6.1, §6.2: HELLO carries the same id on every try; a WELCOME from another
+    broker process (a restart) makes the JOINs that follow rejoins."""
+    core = make_core()
+    hello = the(core.connecting(EP, T0), m.Hello)
+    assert hello.id == "h1"
+    handshake(core, last=2, history=[event(2)])
+    again = the(core.connecting(EP, T0 + 1), m.Hello)
+    assert again.id == "h1" and again.resume == "s1"
+    actions = core.on_direct(welcome(again.rid, boot="b2"), T0 + 1)
+    sync = next(a for a in actions if isinstance(a, Subscribe) and a.topic.startswith(b"~"))
+    token = sync.topic[1:-1].decode()
+    join = the(core.on_broadcast(m.Synced(token), T0 + 1), m.Join)
+    assert join.rejoin
 
 
 def test_pong_heads_at_or_below_what_we_showed_fetch_nothing() -> None:
@@ -1374,21 +1412,28 @@ def test_away_is_set_again_on_a_new_session() -> None:
     assert the(after, m.Away).text == "lunch"
 
 
-def test_a_join_after_the_broker_went_away_is_a_rejoin() -> None:
-    """§6.2: after a broker restart (it said SHUTDOWN, or its connection closed) the
-    JOINs say rejoin; after a silent link (a cut cable) they do not: the broker is the
-    same and the others should see us come back."""
-    core = ready()
+def test_a_join_after_the_broker_restarted_is_a_rejoin() -> None:
+    """§6.2: after a broker restart (WELCOME names another boot) the JOINs say
+    rejoin; after a silent link (a cut cable) the broker is the same and the others
+    should see us come back. A broker that names no boot: SHUTDOWN or a closed
+    connection are taken for a restart."""
+    core = ready()  # boot b1
     core.on_broadcast(m.Shutdown("restart"), T0)
     hello = connect(core, T0 + 20)
-    synced = sync(core, core.on_direct(welcome(hello.rid), T0 + 20), T0 + 20)
+    synced = sync(core, core.on_direct(welcome(hello.rid, boot="b2"), T0 + 20), T0 + 20)
     assert the(synced, m.Join).rejoin is True
-    core.tick(T0 + 20 + TIMEOUT + 1)  # silence this time
+    core.tick(T0 + 20 + TIMEOUT + 1)  # silence this time, the same broker
     hello = connect(core, T0 + 40)
-    synced = sync(core, core.on_direct(welcome(hello.rid), T0 + 40), T0 + 40)
+    synced = sync(core, core.on_direct(welcome(hello.rid, boot="b2"), T0 + 40), T0 + 40)
     assert the(synced, m.Join).rejoin is False
     first = make_core()
     assert the(handshake_joins(first), m.Join).rejoin is False
+    old = make_core()
+    handshake(old, boot="")
+    old.on_broadcast(m.Shutdown("restart"), T0)
+    hello = connect(old, T0 + 20)
+    synced = sync(old, old.on_direct(welcome(hello.rid, boot=""), T0 + 20), T0 + 20)
+    assert the(synced, m.Join).rejoin is True
 
 
 def handshake_joins(core: ClientCore) -> list[Action]:

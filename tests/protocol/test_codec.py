@@ -64,6 +64,7 @@ SAMPLES: dict[type[m.Message], m.Message] = {
         timeout=5.0,
         resumed=True,
         rooms=["dev", "ops"],
+        boot="b1",
     ),
     m.Ok: m.Ok(rid=3),
     m.Joined: m.Joined(

@@ -152,6 +152,7 @@ STRATEGIES: dict[type[m.Message], st.SearchStrategy[m.Message]] = {
         timeout=floats,
         resumed=st.booleans(),
         rooms=st.lists(rooms, max_size=5),
+        boot=st.just("") | tokens,
     ),
     m.Ok: st.builds(m.Ok, rid=rids),
     m.Joined: st.builds(

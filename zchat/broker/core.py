@@ -187,6 +187,7 @@ class BrokerCore:
         config: CoreConfig,
         now: float,
         new_token: Callable[[], str] = lambda: secrets.token_hex(16),
+        boot: str = "",
     ) -> None:
         self.store = store
         self.config = config
@@ -201,6 +202,7 @@ class BrokerCore:
         self._next_beat = now
         self.started = now
         self._caller_key = ""  # the CURVE key of the request being handled
+        self.boot = boot or secrets.token_hex(8)  # names this broker process in WELCOME (§6.1)
         #: Whether the store takes writes; while it does not, writes are refused
         #: and retried from `store_retry_at` on (docs/protocol.md §6.4).
         self.store_health = StoreHealth.WRITING
@@ -509,7 +511,7 @@ class BrokerCore:
                 s.peer,
                 m.Welcome(
                     rid, s.nick, s.token, cfg.pub_endpoint, self.store.epoch, now,
-                    cfg.heartbeat, cfg.timeout, resumed, sorted(s.rooms),
+                    cfg.heartbeat, cfg.timeout, resumed, sorted(s.rooms), self.boot,
                 ),
             )
         )  # fmt: skip

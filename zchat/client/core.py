@@ -180,6 +180,10 @@ class RoomView:
     tags: list[Tag] = field(default_factory=list)
     #: Joined on an earlier connection: a JOIN after a reconnect is a rejoin (§6.2).
     was_joined: bool = False
+    #: The room's head in the last PONG, if it was ahead of ``last``: only if the
+    #: next PONG finds us still behind it is the tail really lost (§6.7). Until
+    #: then its events may simply wait in our SUB queue.
+    behind: int = 0
 
     def disconnected(self) -> None:
         """The connection is gone: nothing of this room is joined or in flight."""
@@ -250,6 +254,7 @@ class ClientCore:
         quit_wait: float = 10.0,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         new_token: Callable[[], str] = lambda: secrets.token_hex(8),
+        hello_id: str = "",
         *,
         rooms: Iterable[str] = (),
         lazy_room: str | None = None,
@@ -296,7 +301,11 @@ class ClientCore:
         #: room -> the last seq shown before we left it: a rejoin shows only what is newer.
         self._left_at: dict[str, int] = {}
         self._lazy_room = lazy_room
-        self._rejoin = False  # the broker went away (not a cut link): JOINs are rejoins
+        self._rejoin = False  # the broker restarted since our last WELCOME: JOINs are rejoins
+        self._boot = ""  # WELCOME.boot: names the broker process that answered last
+        #: Names this client's registration, the same on every try: a HELLO tried
+        #: again after a late WELCOME gets the session the first try made (§6.1).
+        self._hello_id = hello_id or secrets.token_hex(8)
         for name in ([room] if room is not None else []) + list(rooms):
             self.rooms.setdefault(normalize_room(name), RoomView(normalize_room(name)))
         if self.current is not None:
@@ -324,7 +333,9 @@ class ClientCore:
             return [connecting]
         return [
             connecting,
-            self._request(m.Hello(self._next_rid(), self.nick, self.session), now, show=True),
+            self._request(
+                m.Hello(self._next_rid(), self.nick, self.session, self._hello_id), now, show=True
+            ),
         ]
 
     @property
@@ -398,7 +409,8 @@ class ClientCore:
         (§6.2), which a freshly restarted broker does not announce."""
         if self.quitting and self._link.bye_sent:
             return [Quit(0)]  # we were leaving anyway; the broker ends the session
-        self._rejoin = broker_gone
+        if not self._boot:  # a broker too old to say which process it is: guess
+            self._rejoin = broker_gone
         self._move(CS.RECONNECTING)
         self.pub = ""  # the transport drops the SUB too; WELCOME names the endpoint again
         queued = len(self.outbox)
@@ -854,8 +866,11 @@ class ClientCore:
         actions: list[Action] = []
         for head in msg.heads:  # events lost at the tail of a burst (§6.7)
             view = self.rooms.get(head.room)
-            if view is not None and view.joined and head.last > view.last:
-                actions += self._advance(view, head.last, now)
+            if view is None or not view.joined:
+                continue
+            if view.behind > view.last:  # still behind a whole heartbeat later: lost
+                actions += self._advance(view, view.behind, now)
+            view.behind = head.last if head.last > view.last else 0
         return actions
 
     def _on_names(self, pending: _Pending, msg: m.Names, now: float) -> list[Action]:
@@ -950,6 +965,9 @@ class ClientCore:
                 view.last = view.acked = 0
             self._left_at.clear()
         self.epoch, self.session, self.nick = msg.epoch, msg.session, msg.nick
+        if msg.boot:  # another broker process than before: our rooms' JOINs are rejoins
+            self._rejoin = bool(self._boot) and msg.boot != self._boot
+            self._boot = msg.boot
         self.heartbeat, self.timeout = msg.heartbeat, msg.timeout
         self._link.last_beat_rx = now  # BEATs must start within `timeout`, or the SUB is dead
         self._move(CS.CONNECTED)

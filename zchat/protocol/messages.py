@@ -480,6 +480,7 @@ class Welcome(Reply):
     timeout: float
     resumed: bool = False
     rooms: list[str] = field(default_factory=list)
+    boot: str = ""  # names this broker process: another one means it restarted (§6.1)
 
 
 @dataclass(frozen=True, slots=True)
