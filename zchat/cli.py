@@ -202,6 +202,13 @@ def client(config_file: str | None, json_mode: bool, log_dir: str | None, **flag
     sys.exit(run(cfg, json_mode, explicit_room=explicit, log_dir=log_dir))
 
 
+def _toml(value: object) -> str:
+    """A setting as it would be written in the TOML file: "text", true, ["a", "b"]."""
+    import json
+
+    return json.dumps(list(value) if isinstance(value, tuple) else value, ensure_ascii=False)
+
+
 def _open_files_for(clients: int) -> int:
     """Raise the soft open-file limit as far as needed (each client holds two
     connections); return how many clients the limit allows."""
@@ -472,7 +479,7 @@ def config_check(file: str) -> None:
             click.echo(f"[{table}]")
             for key, where in sources.items():
                 shown = "file" if where.startswith(f"{file}:") else where
-                click.echo(f"  {key:<21} = {getattr(cfg, key)!r:<40} ({shown})")
+                click.echo(f"  {key:<21} = {_toml(getattr(cfg, key)):<40} # {shown}")
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{file}: ok")
