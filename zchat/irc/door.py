@@ -103,6 +103,7 @@ class IrcDoor(Door):
         self._next_tick = 0.0
         self._now = clock()
         self._dirty: set[_Socket] = set()
+        self._unread: set[_Socket] = set()  # TLS connections with bytes decrypted, not read
 
     # ------------------------------------------------------------- Door API
 
@@ -181,6 +182,10 @@ class IrcDoor(Door):
 
     def tick(self, now: float) -> list[DoorRequest]:
         self._now = now
+        unread, self._unread = self._unread, set()
+        for s in unread:
+            if s.peer in self.socks and s.conn is not None:
+                self._read(s, now)
         if now >= self._next_tick:
             self._next_tick = now + TICK
             for s in list(self.socks.values()):
@@ -196,7 +201,7 @@ class IrcDoor(Door):
         return self._take()
 
     def next_deadline(self) -> float:
-        if self._queued or self._dirty:
+        if self._queued or self._dirty or self._unread:
             return 0.0
         return self._next_tick if self.socks else float("inf")
 
@@ -305,6 +310,9 @@ class IrcDoor(Door):
             return
         self._lines(s, data, now)
         self._after(s)
+        if isinstance(s.sock, ssl.SSLSocket) and s.peer in self.socks and s.sock.pending():
+            # Decrypted bytes wait inside TLS, where epoll does not see them.
+            self._unread.add(s)
 
     def _lines(self, s: _Socket, data: bytes, now: float) -> None:
         conn = s.conn

@@ -592,10 +592,8 @@ class IrcConnection:
                 self._close("Too many failed logins")
             return
         self.account = account
-        if self.state in PRE_REGISTRATION and self.state is not ConnState.HELLO_SENT:
-            self.nick = (
-                account if not self.nick or nick_key(self.nick) != nick_key(account) else self.nick
-            )
+        if not self.nick or nick_key(self.nick) != nick_key(account):
+            self.nick = account  # an account's nick is its name
         mask = f"{self.nick or '*'}!{self.ident or '*'}@{IRC_HOST}"
         self._num("900", mask, account, f"You are now logged in as {account}")
         self._num("903", "SASL authentication successful")
