@@ -199,3 +199,9 @@ def test_password_checks_are_limited_per_second(tmp_path: Path) -> None:
     assert results[-1] == ""
     now[0] += 1.0
     assert book.check_password("alice", "pw") == "alice"
+
+
+def test_loopback_addresses() -> None:
+    assert door_mod._loopback("127.0.0.1") and door_mod._loopback("::1")
+    assert door_mod._loopback("::ffff:127.0.0.1")  # a dual-stack listener's IPv4 peer
+    assert not door_mod._loopback("192.0.2.1") and not door_mod._loopback("::ffff:192.0.2.1")

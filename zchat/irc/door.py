@@ -442,10 +442,13 @@ class IrcDoor(Door):
 
 
 def _loopback(host: str) -> bool:
+    """True for a loopback address, IPv4-mapped ones (a dual-stack listener) included."""
     try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+        ip = ipaddress.ip_address(host.split("%")[0])
     except ValueError:
         return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
 
 
 # ------------------------------------------------------------------ opening
