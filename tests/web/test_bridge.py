@@ -165,8 +165,13 @@ def test_the_session_is_kept_alive_and_pong_heads_reach_the_page() -> None:
     assert out["heads"] == [{"room": "dev", "last": 9}]
     (ping,) = (decode_request(r.frames) for r in b.tick(110.0))
     assert answer(b, m.Pong(ping.rid, 110.0, 4, [])) == []  # nothing to check
+
     page(b, 112.0, type="rooms")
     assert b.next_deadline() == 117.0  # any request keeps the session alive
+    b.rooms.add("dev")
+    assert b.event(ev(9))  # the page was sent seq 9 on this connection
+    (ping,) = (decode_request(r.frames) for r in b.tick(117.0) if r.frames[1] == b"PING")
+    assert answer(b, m.Pong(ping.rid, 117.0, 4, [m.Head("dev", 9)])) == []  # nothing new
 
 
 def test_published_events_reach_pages_in_the_room_only() -> None:

@@ -214,6 +214,8 @@ class Bridge:
         self.awaiting: tuple[str, str] | None = None
         self._checking: tuple[int | None, dict[str, Any]] | None = None
         self._later: list[str] = []
+        #: Room -> the newest seq of an event sent to the page on this connection.
+        self._sent: dict[str, int] = {}
 
     # ------------------------------------------------------------ from the page
 
@@ -306,6 +308,8 @@ class Bridge:
         if isinstance(msg, m.Push):
             if isinstance(msg, m.PrivateEvent):
                 self._follow(msg.event)
+                ev = msg.event
+                self._sent[ev.room] = max(self._sent.get(ev.room, 0), ev.seq)
             return [to_json(msg)]
         entry = self._pending.pop(msg.rid, None)
         if entry is None:
@@ -318,8 +322,11 @@ class Bridge:
             return []
         self._learn(req, msg, now)
         if isinstance(req, m.Ping) and page_rid is None:
-            if isinstance(msg, m.Pong) and msg.heads:
-                return [to_json(msg)]  # the keep-alive's heads: the page checks for gaps
+            # The keep-alive's heads matter to the page only past what it was sent.
+            if isinstance(msg, m.Pong) and any(
+                h.last > self._sent.get(h.room, 0) for h in msg.heads
+            ):
+                return [to_json(msg)]
             return []
         return [to_json(msg, page_rid)]
 
@@ -328,6 +335,8 @@ class Bridge:
         if msg.room not in self.rooms:
             return False
         self._follow(msg)
+        if msg.seq > self._sent.get(msg.room, 0):
+            self._sent[msg.room] = msg.seq
         return True
 
     def _follow(self, ev: m.Event) -> None:
@@ -346,6 +355,7 @@ class Bridge:
             self._next_ping = now + self.heartbeat
         elif isinstance(msg, m.Joined):
             self.rooms.add(msg.room)
+            self._sent[msg.room] = max(self._sent.get(msg.room, 0), msg.last)
         elif isinstance(msg, m.Ok) and isinstance(req, m.Leave):
             self.rooms.discard(req.room)
         elif isinstance(msg, m.Ok) and isinstance(req, m.Nick):
