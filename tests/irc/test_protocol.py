@@ -493,3 +493,24 @@ def test_sasl_after_registration_is_refused() -> None:
     c = w.register("alice")
     out = c.said("AUTHENTICATE PLAIN")
     assert numerics(out) == ["904"] and c.conn.user == ""
+
+
+def test_an_account_logging_in_again_takes_its_session_over() -> None:
+    w = World(Settings(check_password=lambda n, p: n if p == "pw" else ""))
+    login = "AUTHENTICATE " + base64.b64encode(b"\0alice\0pw").decode()
+    old = w.connect(secure=True)
+    old.send("AUTHENTICATE PLAIN", login, "NICK alice", "USER a 0 * :a", "JOIN #dev")
+    old.take()
+    other = w.register("bob")
+    other.send("JOIN #dev")
+    other.take()
+    new = w.connect(secure=True)  # the old TCP connection is dead but not noticed yet
+    new.send("AUTHENTICATE PLAIN", login, "NICK alice", "USER a 0 * :a")
+    out = new.take()
+    assert " 001 alice " in " ".join(out) and ":alice!~a@irc JOIN #dev" in out
+    assert old.take()[-1].startswith("ERROR :Closing link: logged in again") and old.conn.closing
+    assert other.take() == []  # no leave, no join: the same session moved
+    old.conn.gone(w.now)  # the door closes the old socket: no BYE for the moved session
+    w.pump()
+    other.send("PRIVMSG #dev :still there?")
+    assert new.take() == [":bob!~bob@irc PRIVMSG #dev :still there?"]

@@ -201,7 +201,7 @@ class IrcDoor(Door):
         return self._take()
 
     def next_deadline(self) -> float:
-        if self._queued or self._dirty or self._unread:
+        if self._queued or self._dirty or self._unread or self.hub.touched:
             return 0.0
         return self._next_tick if self.socks else float("inf")
 
@@ -371,6 +371,11 @@ class IrcDoor(Door):
 
     def _write_out(self) -> None:
         """Send what the connections were given since the last time."""
+        touched, self.hub.touched = self.hub.touched, set()
+        for conn in touched:
+            s = self.socks.get(conn.peer)
+            if s is not None:
+                self._after(s)
         dirty, self._dirty = self._dirty, set()
         for s in dirty:
             if s.peer in self.socks and s.conn is not None:

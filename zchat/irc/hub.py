@@ -47,6 +47,9 @@ class Hub:
     def __init__(self) -> None:
         self.users: dict[str, IrcConnection] = {}  # nick key -> registered IRC connection
         self.rooms: dict[str, Room] = {}
+        #: Connections that another connection wrote to (away-notify, a takeover):
+        #: the door moves their output too.
+        self.touched: set[IrcConnection] = set()
         #: The latest room messages as rendered, by (room, seq, server-time, message-tags).
         self.rendered: dict[tuple[str, int, bool, bool], bytes] = {}
         #: Idents of users who just left, for the hostmask of their QUIT lines.

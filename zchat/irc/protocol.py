@@ -215,6 +215,7 @@ class IrcConnection:
         self.pinged = False
         self.heartbeat = 5.0
         self.epoch = ""
+        self.session = ""  # the broker's session token (a takeover resumes it)
         self.rooms: dict[str, RoomView] = {}
         self.private_wanted: set[str] = set()  # MODE #x +i before JOIN #x
         self._rid = 0
@@ -667,16 +668,33 @@ class IrcConnection:
             self._notice("This server admits only logged-in users: use SASL (docs/irc.md)")
             self._close("SASL authentication required", bye=False)
             return
+        resume = ""
         if self.account:
             self.nick = self.account
+            old = self.hub.user(self.account)
+            if old is not None and old is not self and old.account and old.session:
+                # The same account again (a client reconnecting before its old TCP
+                # connection was noticed dead): this connection takes the session
+                # over, rooms and all, instead of finding its nick taken.
+                resume = old.session
+                old.superseded()
         self._set_state(Input.IDENTIFIED)
-        self._request(lambda rid: m.Hello(rid, self.nick), "HELLO")
+        self._request(lambda rid: m.Hello(rid, self.nick, resume), "HELLO")
+
+    def superseded(self) -> None:
+        """The same account registered on another connection, which has this session now."""
+        self.hub.remove_user(self)
+        self._write(Line("ERROR", ("Closing link: logged in again on another connection",)))
+        self.closing = True
+        self._set_state(Input.QUIT)
+        self.hub.touched.add(self)
 
     def _welcomed(self, msg: m.Welcome) -> None:
         self._set_state(Input.WELCOMED)
         self.nick = msg.nick
         self.heartbeat = max(0.5, msg.heartbeat * 0.8)
         self.epoch = msg.epoch
+        self.session = msg.session
         self.hub.add_user(self)
         s = self.settings
         self._num("001", f"Welcome to the {s.network} IRC door, {self.source()}")
@@ -707,6 +725,8 @@ class IrcConnection:
         self._num("375", f"- {s.server} Message of the day -")
         self._num("372", "- zchat: rooms are channels (#x is room x); history: draft/chathistory")
         self._num("376", "End of /MOTD command")
+        for room in msg.rooms if msg.resumed else []:  # a session taken over: its rooms
+            self._join_room(room, "#" + room)
         early, self._early = self._early, []
         for line in early:
             self._dispatch(line)
@@ -760,6 +780,7 @@ class IrcConnection:
         for conn in notify - {self}:
             if "away-notify" in conn.caps and conn.registered:
                 conn.out.append(Line("AWAY", (text,) if text else (), self.source()).render())
+                self.hub.touched.add(conn)
 
     def _cmd_ison(self, line: Line) -> None:
         names = " ".join(line.params).split()
@@ -792,23 +813,26 @@ class IrcConnection:
                     "403", target[:70], "No such channel (channels are # and 1-64 of a-z 0-9 _ . -)"
                 )
                 continue
-            if room in self.rooms:
-                continue
-            if len(self.rooms) >= self.settings.max_rooms:
-                self._num("405", target, "You have joined too many channels")
-                continue
-            private = room in self.private_wanted
-            self.private_wanted.discard(room)
-            self.rooms[room] = RoomView(room)
-            self.hub.watch(room, self)
-            # A client with server-time but without chathistory gets the room's
-            # latest messages replayed on join, with their times (like a zchat
-            # client); one with chathistory asks for what it wants.
-            replay = "server-time" in self.caps and "draft/chathistory" not in self.caps
-            history = AUTOREPLAY if replay else 0
-            self._request(
-                partial(m.Join, room=room, history=history, private=private), "JOIN", extra=(room,)
-            )
+            self._join_room(room, target)
+
+    def _join_room(self, room: str, target: str) -> None:
+        if room in self.rooms:
+            return
+        if len(self.rooms) >= self.settings.max_rooms:
+            self._num("405", target, "You have joined too many channels")
+            return
+        private = room in self.private_wanted
+        self.private_wanted.discard(room)
+        self.rooms[room] = RoomView(room)
+        self.hub.watch(room, self)
+        # A client with server-time but without chathistory gets the room's
+        # latest messages replayed on join, with their times (like a zchat
+        # client); one with chathistory asks for what it wants.
+        replay = "server-time" in self.caps and "draft/chathistory" not in self.caps
+        history = AUTOREPLAY if replay else 0
+        self._request(
+            partial(m.Join, room=room, history=history, private=private), "JOIN", extra=(room,)
+        )
 
     def _on_joined(self, pending: Pending, msg: m.Joined) -> None:
         view = self.rooms.get(msg.room)
