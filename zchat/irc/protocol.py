@@ -26,8 +26,8 @@ import base64
 import binascii
 import datetime
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -235,6 +235,8 @@ class IrcConnection:
         self._user_given = False
         self._early: list[Line] = []  # commands sent before WELCOME came
         self._unconfirmed = 0  # the newest DM seq written but not confirmed yet
+        self._id_prefix = secrets.token_hex(12)  # message ids: this, then a count
+        self._said = 0
         self._now = now
 
     # ------------------------------------------------------------- properties
@@ -1080,7 +1082,9 @@ class IrcConnection:
                     f"Cannot send: {exc.text}",
                 )
             return
-        msg_id = (NOTICE_ID if notice else "") + uuid.uuid4().hex
+        # Unique without a uuid per message: a random prefix per connection and a count.
+        self._said += 1
+        msg_id = f"{NOTICE_ID if notice else ''}{self._id_prefix}{self._said:x}"
         for target in line.params[0].split(",")[:4]:
             name = room_of(target)
             if target.startswith("#"):
