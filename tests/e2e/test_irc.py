@@ -17,6 +17,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -357,7 +358,7 @@ def test_sasl_over_tls_on_an_allow_list_broker(tmp_path: Path, procs: list[Proc]
         ),
         (["keygen", "broker", "--dir", str(keys)], ""),
     ):
-        done = subprocess.run([*shlex.split("python3 -m zchat"), *args], input=stdin, text=True,
+        done = subprocess.run([sys.executable, "-m", "zchat", *args], input=stdin, text=True,
                               capture_output=True, timeout=WAIT)  # fmt: skip
         assert done.returncode == 0, done.stderr
     clients = tmp_path / "clients"
