@@ -236,8 +236,9 @@ class Runner:
             return asked
         self.res.notes.append(
             f"W3 {title(system)}: {asked:,} clients need {asked * per:,}+ file descriptors in "
-            f"the server; the open-file limit here is {self.h.nofile:,} (raised as far as "
-            f"this process may), so {fit:,} were run"
+            f"the server; the open-file limit here is {self.h.nofile:,} (the hard limit: raising "
+            f"it towards fs.nr_open needs CAP_SYS_RESOURCE, which this process lacks), so "
+            f"{fit:,} were run"
         )
         return fit
 

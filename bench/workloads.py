@@ -46,7 +46,7 @@ class Sizes:
     w3_broadcast_limit: float = 30.0  # W3: clients the broadcast has not reached by then missed it
     case_timeout: float = 120.0  # seconds any one case may run
     drain: float = 30.0  # after the last send, receivers get this long, then are stopped
-    w3_ready_limit: float = 150.0  # W3: clients not ready after this long count as missed
+    w3_ready_limit: float = 120.0  # W3: clients not ready after this long count as missed
 
     @staticmethod
     def quick() -> Sizes:
@@ -93,6 +93,13 @@ def start_server(h: Harness, system: str, store: str = "file", max_clients: int 
 def _split(total: int, parts: int) -> list[int]:
     parts = max(1, min(parts, total))
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _cpu(proc: Proc) -> float:
+    try:
+        return cpu_seconds(proc.pid)
+    except OSError:  # already gone
+        return 0.0
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -178,12 +185,24 @@ def pubsub(
         h.wait(lambda: sender.result is not None, timeout, f"{system} sender done", workers)
         sent_done = time.monotonic()
 
-        def settled() -> bool:  # all complete, nothing new for 10 s, or the drain is over
+        busy: list[tuple[float, float]] = []  # (when, the receivers' CPU seconds)
+
+        def settled() -> bool:
+            """All complete, or the drain is over, or nothing new for 10 s while the
+            receivers sat idle (a zchat receiver busy with a backlog may count
+            nothing for a long time: its CPU says it is still working)."""
             if all(r.result is not None for r in recvs):
                 return True
             now = time.monotonic()
+            if now - sent_done > sizes.drain:
+                return True
+            busy.append((now, sum(_cpu(r) for r in recvs)))
+            while len(busy) > 2 and now - busy[1][0] >= 10.0:
+                busy.pop(0)
             last = max([sent_done, *(r.progress_at for r in recvs)])
-            return now - last > 10.0 or now - sent_done > sizes.drain
+            span = now - busy[0][0]
+            idle = span >= 10.0 and busy[-1][1] - busy[0][1] < 0.1 * span
+            return now - last > 10.0 and idle
 
         h.wait(settled, sizes.drain + 10, f"{system} receivers done", recvs)
         cut = time.monotonic() - sent_done > sizes.drain  # stopped while still receiving
