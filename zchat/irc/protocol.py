@@ -121,7 +121,6 @@ class Pending:
     order: int  # when it was first made: resends keep this order
     label: str = ""
     buf: list[Line] | None = None  # labeled output gathered until the reply
-    text: str = ""  # TELL/SAY: the IRC text, for the echo
     command: str = ""  # the IRC command it answers (NOTICE, PRIVMSG, NAMES...)
     extra: tuple[str, ...] = ()
 
@@ -225,7 +224,6 @@ class IrcConnection:
         self._resume_at = 0.0
         self._by_msg_id: dict[str, Pending] = {}
         self._buf: list[Line] | None = None
-        self._label = ""
         self._last_request: Pending | None = None
         self._sasl_mech = ""
         self._sasl_data = ""
@@ -324,7 +322,6 @@ class IrcConnection:
         self,
         req_of: Callable[[int], m.Request],
         command: str = "",
-        text: str = "",
         extra: tuple[str, ...] = (),
     ) -> Pending | None:
         """Build a request with a fresh rid and send it (or hold it behind a rate limit)."""
@@ -335,7 +332,7 @@ class IrcConnection:
             self._num("400", command or "*", f"{exc.text}")
             return None
         self._order += 1
-        pending = Pending(req, self._order, command=command, text=text, extra=extra)
+        pending = Pending(req, self._order, command=command, extra=extra)
         self._last_request = pending
         if self._held:
             self._held.append(pending)
@@ -397,7 +394,7 @@ class IrcConnection:
             self._num("461", line.command, "Not enough parameters")
             return
         label = line.tags.get("label", "")[:64] if "labeled-response" in self.caps else ""
-        self._label, self._buf, self._last_request = label, ([] if label else None), None
+        self._buf, self._last_request = ([] if label else None), None
         try:
             fn(self, line)
         finally:
@@ -1094,7 +1091,6 @@ class IrcConnection:
                 p = self._request(
                     partial(m.Say, room=name, id=msg_id, text=text, action=action),
                     command,
-                    text,
                     (target,),
                 )
             else:
@@ -1106,7 +1102,6 @@ class IrcConnection:
                 p = self._request(
                     partial(m.Tell, to=target, id=msg_id, text=text, action=action),
                     command,
-                    text,
                     (target,),
                 )
             if p is not None:
