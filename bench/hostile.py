@@ -350,8 +350,8 @@ def attack(name: str, what: str) -> Callable[[Attack], Attack]:
 def _rid_claim(s: Scene) -> None:
     earlier = [dealer(s.ctx, s.broker.endpoint) for _ in range(40)]
     s.run.notes["earlier answered"] = stats_answered(earlier)
-    # Generated ids so far: the probe's (0) and the 40 earlier peers' (1-40).
-    claims = [dealer(s.ctx, s.broker.endpoint, generated_id(41 + i)) for i in range(400)]
+    # Generated ids so far: the probe's HELLO (0), the probe (1), the 40 earlier (2-41).
+    claims = [dealer(s.ctx, s.broker.endpoint, generated_id(42 + i)) for i in range(400)]
     s.run.notes["claims answered"] = stats_answered(claims)
     later = [dealer(s.ctx, s.broker.endpoint) for _ in range(40)]
     s.run.notes["later answered"] = stats_answered(later)
@@ -366,8 +366,8 @@ def _rid_claim(s: Scene) -> None:
 
 @attack("rid_first", "claim the next 100 generated ids on a fresh broker, then 20 id-less")
 def _rid_first(s: Scene) -> None:
-    # The probe (id-less) took generated id 0: claim from 1 on.
-    claims = [dealer(s.ctx, s.broker.endpoint, generated_id(1 + i)) for i in range(100)]
+    # The probe's HELLO and the probe (id-less) took generated ids 0 and 1.
+    claims = [dealer(s.ctx, s.broker.endpoint, generated_id(2 + i)) for i in range(100)]
     s.run.notes["claims answered"] = stats_answered(claims)
     idless = [dealer(s.ctx, s.broker.endpoint) for _ in range(20)]
     s.run.notes["id-less answered"] = stats_answered(idless)
@@ -593,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="list the attacks and exit")
     ap.add_argument("--source", type=Path, default=REPO, help="checkout to run the broker from")
     ap.add_argument("--json", type=Path, help="also write every figure here")
+    ap.add_argument("--label", default="", help="what --source is (e.g. a commit), for the title")
     args = ap.parse_args(argv)
     if args.list:
         for name, (what, _) in ATTACKS.items():
@@ -604,8 +605,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown attacks: {', '.join(unknown)} (see --list)")
     raise_nofile()
     source = args.source.resolve()
-    rev = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True).stdout.strip()  # fmt: skip
+    rev = (
+        args.label
+        or subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     print(f"# zchat hostile bench: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"broker from {source} {rev}, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}, "
           f"{os.cpu_count()} cores\n")  # fmt: skip
