@@ -514,3 +514,12 @@ def test_an_account_logging_in_again_takes_its_session_over() -> None:
     w.pump()
     other.send("PRIVMSG #dev :still there?")
     assert new.take() == [":bob!~bob@irc PRIVMSG #dev :still there?"]
+
+
+def test_a_labeled_command_with_several_requests_answers_in_one_batch() -> None:
+    w = World()
+    a = w.register("alice", "labeled-response batch")
+    out = a.said("@label=j2 JOIN #a,#b")
+    assert out[0].startswith("@label=j2 :zchat BATCH +") and "labeled-response" in out[0]
+    assert sum("JOIN #" in x for x in out) == 2 and out[-1].startswith(":zchat BATCH -")
+    assert all("batch=" in x for x in out[1:-1])

@@ -113,16 +113,25 @@ class RoomView:
     buffer: list[m.Event] = field(default_factory=list)
 
 
+@dataclass(eq=False, slots=True)
+class Labeled:
+    """The answer to one labeled command (IRCv3 labeled-response), gathered until
+    every request the command made is answered, then sent as one."""
+
+    label: str
+    lines: list[Line] = field(default_factory=list)
+    waiting: int = 0  # requests of the command not answered yet
+
+
 @dataclass(slots=True)
 class Pending:
     """A request sent to the broker and not answered yet."""
 
     req: m.Request
     order: int  # when it was first made: resends keep this order
-    label: str = ""
-    buf: list[Line] | None = None  # labeled output gathered until the reply
     command: str = ""  # the IRC command it answers (NOTICE, PRIVMSG, NAMES...)
     extra: tuple[str, ...] = ()
+    labeled: Labeled | None = None  # the labeled command it belongs to
 
 
 def irc_time(ts: float) -> str:
@@ -223,8 +232,8 @@ class IrcConnection:
         self._held: list[Pending] = []
         self._resume_at = 0.0
         self._by_msg_id: dict[str, Pending] = {}
-        self._buf: list[Line] | None = None
-        self._last_request: Pending | None = None
+        self._buf: list[Line] | None = None  # where output goes while a label gathers it
+        self._labeled: Labeled | None = None  # the labeled command being handled
         self._sasl_mech = ""
         self._sasl_data = ""
         self._sasl_failures = 0
@@ -333,7 +342,9 @@ class IrcConnection:
             return None
         self._order += 1
         pending = Pending(req, self._order, command=command, extra=extra)
-        self._last_request = pending
+        if self._labeled is not None:
+            pending.labeled = self._labeled
+            self._labeled.waiting += 1
         if self._held:
             self._held.append(pending)
         else:
@@ -394,17 +405,14 @@ class IrcConnection:
             self._num("461", line.command, "Not enough parameters")
             return
         label = line.tags.get("label", "")[:64] if "labeled-response" in self.caps else ""
-        self._buf, self._last_request = ([] if label else None), None
+        labeled = Labeled(label) if label else None
+        self._labeled, self._buf = labeled, (labeled.lines if labeled else None)
         try:
             fn(self, line)
         finally:
-            buf, self._buf = self._buf, None
-            last, self._last_request = self._last_request, None
-            if label and buf is not None:
-                if last is not None and (last.req.rid in self._pending or last in self._held):
-                    last.label, last.buf = label, buf  # answered when the reply comes
-                else:
-                    self._flush_labeled(label, buf)
+            self._labeled, self._buf = None, None
+            if labeled is not None and not labeled.waiting:
+                self._flush_labeled(labeled.label, labeled.lines)
 
     def written(self) -> None:
         """The door has handed everything in ``out`` so far to the kernel: confirm
@@ -1297,13 +1305,16 @@ class IrcConnection:
             self._held.append(pending)
             self._resume_at = max(self._resume_at, now + msg.retry_after)
             return
-        label, self._buf = pending.label, pending.buf
+        labeled = pending.labeled
+        self._buf = labeled.lines if labeled is not None else None
         try:
             self._answer(pending, msg)
         finally:
-            buf, self._buf = self._buf, None
-            if label and buf is not None:
-                self._flush_labeled(label, buf)
+            self._buf = None
+            if labeled is not None:
+                labeled.waiting -= 1
+                if not labeled.waiting:  # the command's last answer: all of it goes out
+                    self._flush_labeled(labeled.label, labeled.lines)
         if isinstance(pending.req, m.Say | m.Tell):
             self._by_msg_id.pop(pending.req.id, None)
 
@@ -1508,8 +1519,8 @@ class IrcConnection:
             lines = self._message_lines(
                 src, chan, ev.text, ev.kind == "action", ev.id.startswith(NOTICE_ID), tags
             )
-            if pending is not None and pending.buf is not None:
-                pending.buf.extend(lines)
+            if pending is not None and pending.labeled is not None:
+                pending.labeled.lines.extend(lines)
             else:
                 self.out.extend(line.render() for line in lines)
         elif ev.kind == "join":
