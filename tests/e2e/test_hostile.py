@@ -238,7 +238,7 @@ def _settle_below(pid: int, kib: int, timeout: float = 10.0) -> int:
 
 
 def wait_quiet(pid: int, probe: zmq.Socket[bytes], timeout: float = 15.0) -> dict[str, int]:
-    """Wait until the broker answers a PING fast and its RSS has stopped moving."""
+    """Wait until the broker answers a STATS fast and its RSS has stopped moving."""
     deadline = time.monotonic() + timeout
     last = -1
     while time.monotonic() < deadline:
