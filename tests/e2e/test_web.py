@@ -205,6 +205,10 @@ def test_browsers_and_a_terminal_chat_in_a_room_and_by_dm(
     console = alice.get_log("browser")
     assert not [e for e in console if "Content Security Policy" in e["message"]], console
     screenshot(alice, "web-desktop.png", 1200, 800)
+    bob.set_window_size(390, 844)  # on a phone every line still shows (topic too)
+    until(bob, lambda d: d.execute_script("return window.innerWidth") <= 390, "resize")
+    assert bob.find_element(By.CSS_SELECTOR, ".pane:not(.hidden) .line.topic").is_displayed()
+    bob.set_window_size(1200, 800)
     screenshot(bob, "web-phone.png", 390, 844)
 
     # A reload shows the room's history again.
