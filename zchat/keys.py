@@ -53,23 +53,37 @@ MONITORED = (
 NEEDS_CURVE = "the broker requires CURVE: set curve_key and curve_server_key"
 
 
-def handshake_failure(event: int, value: int, curve: bool) -> str | None:
-    """What a failed handshake means for the user, or None if ``event`` is no failure.
+#: Failed handshakes in a row that settle an ambiguous failure: a broker killed
+#: or restarted mid-handshake fails one too (libzmq retries every 100 ms, so a
+#: real refusal repeats well within the 2 s a user waits for the verdict).
+AMBIGUOUS_TRIES = 3
+
+
+def handshake_failure(event: int, value: int, curve: bool, tries: int = 1) -> str | None:
+    """What a failed handshake means for the user, or None if ``event`` is no failure
+    (or not yet a verdict).
 
     ``curve``: whether this client has keys. A client without keys against a
     CURVE broker sees a mechanism mismatch: it needs keys, retrying cannot help.
+    ``tries``: failed handshakes in a row, this one included. A refusal by the
+    broker's ZAP handler and a mechanism mismatch settle it at once; a failure
+    without detail or another protocol error only once it repeats.
     """
     known = HANDSHAKE_FAILURES.get(zmq.Event(event)) if event in set(zmq.Event) else None
     if known is None:
+        return None
+    mismatch = (
+        event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+    )
+    if not (event == zmq.EVENT_HANDSHAKE_FAILED_AUTH or mismatch or tries >= AMBIGUOUS_TRIES):
         return None
     if curve:
         return known
     # Without keys the handshake is NULL, which only fails against a broker that
     # wants more: CURVE. (libzmq reports a mechanism mismatch, or no detail when
     # the broker's ZAP handler answers first.)
-    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and (
-        value != zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
-    ):
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and not mismatch:
         return f"the handshake failed: a protocol error ({value:#x}) on the broker's side"
     return NEEDS_CURVE
 

@@ -229,3 +229,24 @@ def test_notice_says_what_happened_without_time_or_room_tag() -> None:
 def test_clear_in_line_modes() -> None:
     assert Clear().plain() == "-- /clear only clears the interactive screen"
     assert json.loads(to_json(Clear())) == {"event": "clear"}
+
+
+def test_an_ambiguous_failed_handshake_is_a_verdict_only_when_it_repeats() -> None:
+    """A broker killed or restarted mid-handshake fails one handshake without detail;
+    a broker that wants keys the client lacks fails every one. ZAP refusals and a
+    mechanism mismatch are verdicts at once (issue 10: say it within 2 s)."""
+    import zmq
+
+    from zchat.keys import NEEDS_CURVE, handshake_failure
+
+    no_detail = int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+    assert handshake_failure(no_detail, 0, curve=False, tries=1) is None
+    assert handshake_failure(no_detail, 0, curve=False, tries=3) == NEEDS_CURVE
+    assert handshake_failure(no_detail, 0, curve=True, tries=2) is None
+    assert "wrong broker key" in str(handshake_failure(no_detail, 0, curve=True, tries=3))
+    mismatch = int(zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+    protocol = int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+    assert handshake_failure(protocol, mismatch, curve=False, tries=1) == NEEDS_CURVE
+    auth = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    assert "refused" in str(handshake_failure(auth, 400, curve=True, tries=1))
+    assert handshake_failure(int(zmq.EVENT_CONNECTED), 0, curve=False, tries=5) is None

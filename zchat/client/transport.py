@@ -40,7 +40,7 @@ from zchat.client.core import (
 from zchat.client.events import Problem, UiEvent
 from zchat.client.state import ConnectionState
 from zchat.clock import steady_wall_clock
-from zchat.keys import MONITORED, ClientKeys, handshake_failure
+from zchat.keys import HANDSHAKE_FAILURES, MONITORED, ClientKeys, handshake_failure
 from zchat.protocol import ProtocolError, decode_broadcast, decode_from_broker, encode
 from zchat.protocol.rules import MAX_BODY_BYTES
 
@@ -50,6 +50,8 @@ HANDSHAKE_GRACE = 2.0
 
 #: Sockets the shared context may hold: ~16,000 sessions.
 MAX_SOCKETS = 65_536
+#: Any of the monitor events that say a handshake failed.
+HANDSHAKE_FAILED = sum(HANDSHAKE_FAILURES)
 
 _context: zmq.asyncio.Context | None = None
 
@@ -102,6 +104,7 @@ class Transport:
         #: What the monitor learnt of the current DEALER's handshake: None (nothing
         #: yet), "ok", "unreachable" (nothing listens) or "failed".
         self._handshake: str | None = None
+        self._failed_handshakes = 0  # in a row, on the current DEALER
         self._leaving: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------- API
@@ -183,6 +186,7 @@ class Transport:
         # A refused handshake is otherwise silent retries, and a dead broker
         # silence until the heartbeat timeout: watch for both.
         self._handshake = None
+        self._failed_handshakes = 0
         self.monitor = self.dealer.get_monitor_socket(MONITORED)
         self._spawn(self._read_monitor(self.monitor))
         self.dealer.connect(self.endpoint)
@@ -247,7 +251,13 @@ class Transport:
                 return  # a monitor of a DEALER already replaced
             parsed = parse_monitor_message(frames)
             event, value = int(parsed["event"]), int(parsed["value"])
-            why = handshake_failure(event, value, self.keys is not None)
+            if event & HANDSHAKE_FAILED:
+                self._failed_handshakes += 1
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._failed_handshakes = 0
+            why = handshake_failure(
+                event, value, self.keys is not None, self._failed_handshakes
+            )
             if why is not None:
                 self._handshake = "failed"
                 self._apply(self.core.auth_failed(why))
