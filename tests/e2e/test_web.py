@@ -179,6 +179,18 @@ def test_browsers_and_a_terminal_chat_in_a_room_and_by_dm(
     type_line(alice, "/whois bob")
     shows(alice, "bob is online in #lobby, away: lunch")
 
+    # A second room: its unread count shows while alice looks at #lobby.
+    type_line(alice, "/join side")
+    shows(alice, "alice joined #side")
+    type_line(alice, "/switch lobby")
+    type_line(bob, "/join side")
+    shows(bob, "bob joined #side")
+    type_line(bob, "over here")
+    until(alice, lambda d: d.find_elements(By.CSS_SELECTOR, 'li[data-room="side"] .unread'),
+          "no unread count on #side")  # fmt: skip
+    assert alice.find_element(By.CSS_SELECTOR, 'li[data-room="side"] .unread').text == "1"
+    type_line(bob, "/switch lobby")
+
     # Direct messages: browser to browser, terminal to browser, browser to terminal.
     type_line(bob, "/msg alice psst, alice")
     until(alice, lambda d: d.find_elements(By.CSS_SELECTOR, 'li[data-dm="bob"] .unread'),
