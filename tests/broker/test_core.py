@@ -1619,3 +1619,15 @@ def test_rejoins_just_after_a_restart_are_not_announced() -> None:
     h.now += 31  # past twice the timeout: a rejoin is news again
     h.hello(B, "bob")
     assert [e.kind for e in h.req(B, m.Join, "dev", 20, False, True).events] == ["join"]
+
+
+def test_an_owned_nick_is_refused_to_a_user_without_key_or_account() -> None:
+    """§6.11: on a broker where some users have keys or door accounts and others
+    none (curve_open, or a door without login), an owned nick stays its owner's."""
+    h = Harness()
+    h.core.handle(A, encode(m.Hello(h.rid(), "alice")), h.now, "key-alice")
+    h.core.handle(A, encode(m.Bye(h.rid())), h.now, "key-alice")
+    assert h.core.clients == 0
+    assert h.req(B, m.Hello, "alice").error == "nick_taken"  # no key at all
+    h.hello(C, "carol")  # nobody owns carol: anyone may use it
+    assert h.req(C, m.Nick, "ALICE").error == "nick_taken"

@@ -518,14 +518,13 @@ class BrokerCore:
         self._deliver_inbox(s, now, out)
 
     def _claim(self, nick: str, user: str) -> None:
-        """With CURVE, a nick belongs to the first key that used it (§6.11)."""
-        if not user:
-            return
+        """A nick belongs to the first key (or door account) that used it (§6.11);
+        nobody else, with a key or without, may use it."""
         owner = self.store.get_state(_owner(nick))
-        if owner is None:
-            self.store.set_state(_owner(nick), user.encode())
-        elif owner.decode() != user:
+        if owner is not None and owner.decode() != user:
             raise ProtocolError("nick_taken", f"the nick {nick} belongs to another key")
+        if owner is None and user:
+            self.store.set_state(_owner(nick), user.encode())
 
     def _join(self, peer: bytes, s: Session, req: m.Join, now: float, out: list[Effect]) -> None:
         room = self._rooms.get(req.room)

@@ -311,8 +311,9 @@ class BrokerServer:
             self._lose_store(str(exc))
             return
         self._carry_out(effects)
-        # Expiries write leave events: one batch, held like any other if it fails.
-        self._transact([lambda: self.core.tick(self.clock())])
+        if now >= self.core.next_deadline():
+            # Expiries write leave events: one batch, held like any other if it fails.
+            self._transact([lambda: self.core.tick(self.clock())])
         for door in self.doors:
             if now >= door.next_deadline():
                 self._run_requests(door.tick(now))
