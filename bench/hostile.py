@@ -231,11 +231,13 @@ def zmtp_frame(body: bytes, command: bool = False, more: bool = False) -> bytes:
 GREETING = b"\xff" + b"\0" * 8 + b"\x7f\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" * 32
 
 
-def zmtp_connect(port: int, socket_type: bytes) -> socket.socket:
+def zmtp_connect(port: int, socket_type: bytes, identity: bytes | None = None) -> socket.socket:
     """A hand-written ZMTP 3.0 peer, handshake done (it waits for the broker's
     READY: libzmq drops a peer whose first message comes before that)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     props = b"\x0bSocket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    if identity is not None:
+        props += b"\x08Identity" + struct.pack(">I", len(identity)) + identity
     sock.sendall(GREETING + zmtp_frame(b"\x05READY" + props, command=True))
     _read(sock, 64)
     flags = _read(sock, 1)[0]
@@ -336,11 +338,15 @@ class Scene:
 
 Attack = Callable[[Scene], None]
 ATTACKS: dict[str, tuple[str, Attack]] = {}
+#: Attacks run only when named in --only (they take minutes or every file descriptor).
+ON_REQUEST: set[str] = set()
 
 
-def attack(name: str, what: str) -> Callable[[Attack], Attack]:
+def attack(name: str, what: str, on_request: bool = False) -> Callable[[Attack], Attack]:
     def register(fn: Attack) -> Attack:
         ATTACKS[name] = (what, fn)
+        if on_request:
+            ON_REQUEST.add(name)
         return fn
 
     return register
@@ -373,6 +379,39 @@ def _rid_first(s: Scene) -> None:
     s.run.notes["id-less answered"] = stats_answered(idless)
     s.hold += claims + idless
     s.held()
+
+
+#: Claims the lottery holds: the broker's open-file limit (20,000 here) less room.
+LOTTERY_CLAIMS = 18_000
+LOTTERY_SECONDS = 600.0
+
+
+@attack(
+    "rid_lottery",
+    f"{LOTTERY_CLAIMS:,} random generated-looking ids claimed, then id-less connections "
+    f"until the counter hits one (at most {LOTTERY_SECONDS:.0f} s)",
+    on_request=True,
+)
+def _rid_lottery(s: Scene) -> None:
+    """Seeded ids are unpredictable, not uncollidable: with K ids claimed at random,
+    each id-less connection hits one with probability K / 2^32."""
+    claims = [
+        zmtp_connect(s.broker.port, b"DEALER", b"\x00" + os.urandom(4))
+        for _ in range(LOTTERY_CLAIMS)
+    ]
+    s.hold += claims
+    s.run.notes["claims"] = LOTTERY_CLAIMS
+    s.run.notes["expected connections"] = 2**32 // LOTTERY_CLAIMS
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < LOTTERY_SECONDS and s.broker.alive():
+        with contextlib.suppress(OSError):
+            zmtp_connect(s.broker.port, b"DEALER").close()
+            n += 1
+    s.run.notes["id-less connections"] = n
+    s.run.notes["per second"] = round(n / (time.monotonic() - started))
+    if s.broker.alive():
+        s.held()
 
 
 def _flood(s: Scene, n: int, length: int, seconds: float = 60) -> None:
@@ -597,9 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.list:
         for name, (what, _) in ATTACKS.items():
-            print(f"{name:18} {what}")
+            print(f"{name:18} {what}{' (only with --only)' if name in ON_REQUEST else ''}")
         return 0
-    names = args.only.split(",") if args.only else list(ATTACKS)
+    names = args.only.split(",") if args.only else [n for n in ATTACKS if n not in ON_REQUEST]
     unknown = [n for n in names if n not in ATTACKS]
     if unknown:
         ap.error(f"unknown attacks: {', '.join(unknown)} (see --list)")
