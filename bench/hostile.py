@@ -535,6 +535,42 @@ def _stall_zmtp1(s: Scene) -> None:
     _stall(s, b"\x05\x00", watch=10.0)
 
 
+@attack("stalled_subs", "100 SUBs that never read, while 20 sessions say 3.9 KB lines for 20 s")
+def _stalled_subs(s: Scene) -> None:
+    """Each subscriber that does not read holds up to hwm broadcasts queued in the
+    broker (about 240 bytes each: three message headers; the body is shared)."""
+    senders = []
+    for i in range(20):
+        d = dealer(s.ctx, s.broker.endpoint)
+        d.setsockopt(zmq.SNDHWM, 0)
+        d.send_multipart(encode(m.Hello(1, f"sender{i}")))
+        d.send_multipart(encode(m.Join(2, "flood", history=0)))
+        senders.append(d)
+    subs = []
+    for _ in range(100):
+        sub = s.ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RCVHWM, 1)
+        sub.setsockopt(zmq.RCVBUF, 4096)
+        sub.setsockopt(zmq.SUBSCRIBE, m.room_topic("flood"))
+        sub.connect(f"tcp://127.0.0.1:{s.probe.pub_port}")
+        subs.append(sub)
+    time.sleep(1)
+    text = "x" * 3900
+    said = 0
+    started = time.monotonic()
+    while time.monotonic() - started < 20:
+        for d in senders:
+            said += 1
+            d.send_multipart(encode(m.Say(said + 10, "flood", os.urandom(8).hex(), text)))
+            while d.poll(0):
+                d.recv_multipart()
+        time.sleep(0.005)
+    s.run.notes["SAYs sent"] = said
+    s.hold += senders + subs
+    s.held()
+
+
 @attack("garbage", "a raw DEALER sends 10,000 tiny garbage messages a second for 5 s")
 def _garbage(s: Scene) -> None:
     raw = dealer(s.ctx, s.broker.endpoint)
