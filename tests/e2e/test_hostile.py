@@ -583,6 +583,26 @@ def test_full_disk_is_refused_retried_and_nothing_lost(
         assert mine == sent, f"{name}: not in the order sent"
 
 
+def test_a_vanished_store_stops_the_broker_with_a_reason(tmp_path: Path, procs: list[Proc]) -> None:
+    """The store file deleted under a running broker: it cannot go on, so it tells
+    its clients why (SHUTDOWN) and exits non-zero saying so, instead of serving on."""
+    broker = Broker(tmp_path, "--heartbeat", "0.5", "--timeout", "3")
+    procs.append(broker)
+    alice = Proc(["client", "--plain", "--connect", broker.endpoint, "--nick", "alice",
+                  "--room", "dev"])  # fmt: skip
+    procs.append(alice)
+    alice.wait_for(r"^-- joined #dev")
+    alice.send("before")
+    alice.wait_for("<alice> before$")
+    for path in tmp_path.iterdir():
+        if path.name.startswith(broker.store.name):
+            path.unlink()
+    alice.send("after")  # any write, or the broker's own check, finds out
+    assert broker.wait_exit(10) != 0
+    assert any("store" in line and "removed" in line for line in broker.lines), broker.lines
+    alice.wait_for(r"going away \(store lost")
+
+
 def _short(texts: list[str]) -> list[str]:
     return [t.split()[0] for t in texts[:20]]
 
