@@ -125,3 +125,18 @@ def test_check_notices_a_removed_or_replaced_file(tmp_path: Path) -> None:
             store.retry()
     finally:
         store.close()
+
+
+def test_a_batch_written_after_the_file_was_removed_is_not_committed(tmp_path: Path) -> None:
+    """Removed between two checks: the next batch that writes finds out before its
+    commit, so nothing is acknowledged that went into a deleted file."""
+    path = tmp_path / "s.sqlite3"
+    store = SQLiteStore(path)
+    try:
+        path.unlink()
+        with pytest.raises(StoreLost, match="removed"), store.batch():
+            store.append("#dev", "m1", "alice", b"x")
+        with store.batch():  # a batch that only reads still works
+            assert store.last("#dev") == 0
+    finally:
+        store.close()

@@ -341,6 +341,11 @@ class BrokerServer:
                     before = store.writes
                     effects = step()
                     done.append((store.writes != before, effects))
+        except StoreLost as exc:
+            # Nothing of this batch is durable: tell no one anything of it.
+            self._carry_out([fx for wrote, effects in done if not wrote for fx in effects])
+            self._lose_store(str(exc))
+            return
         except StoreUnavailable as exc:
             now = self.clock()
             self._held.extend(fx for wrote, effects in done if wrote for fx in effects)

@@ -268,6 +268,11 @@ class SQLiteStore(Store):
         else is written; until then ``last()`` says the committed positions.
         """
         why = self._failed
+        if self._writes and self._lock is not None and os.fstat(self._lock).st_nlink == 0:
+            # Removed under us: committing would acknowledge writes that go nowhere.
+            self._rollback()
+            self._last.clear()
+            raise StoreLost(f"store {self.path}: the file was removed")
         if not why:
             try:
                 self._db.execute("COMMIT")
