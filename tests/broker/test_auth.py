@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from zchat.broker.auth import RefusalLog
+from zchat.broker.quiet import QuietLog
 
 
 def test_refusals_are_shown_once_per_interval_with_a_count() -> None:
-    log = RefusalLog(every=10.0)
-    assert log.note("a client without CURVE keys", 100.0) == "! refused a client without CURVE keys"
-    assert log.note("a client without CURVE keys", 101.0) == ""
-    assert log.note("a client without CURVE keys", 109.9) == ""
-    assert log.note("127.0.0.1: unknown key K", 105.0) == "! refused 127.0.0.1: unknown key K"
-    assert log.note("a client without CURVE keys", 110.0) == (
-        "! refused a client without CURVE keys (2 more since)"
+    log = QuietLog(every=10.0)
+    nokeys = "refused a client without CURVE keys"
+    assert log.note(nokeys, 100.0) == "! " + nokeys
+    assert log.note(nokeys, 101.0) == ""
+    assert log.note(nokeys, 109.9) == ""
+    unknown = "refused 127.0.0.1: unknown key K"
+    assert log.note(unknown, 105.0) == "! " + unknown
+    assert log.note(nokeys, 110.0) == "! " + nokeys + " (2 more since)"
+    assert log.note(nokeys, 125.0) == "! " + nokeys
+
+
+def test_lines_of_one_kind_share_a_budget() -> None:
+    log = QuietLog(every=10.0)
+    assert log.note("bad request from 01: bad_frame", 0.0, kind="bad_frame")
+    assert log.note("bad request from 02: bad_frame", 1.0, kind="bad_frame") == ""
+    assert log.note("bad request from 03: bad_utf8", 1.0, kind="bad_utf8")
+    assert log.note("bad request from 04: bad_frame", 11.0, kind="bad_frame") == (
+        "! bad request from 04: bad_frame (1 more since)"
     )
-    assert log.note("a client without CURVE keys", 125.0) == "! refused a client without CURVE keys"
 
 
 def test_the_refusal_log_stays_bounded_whatever_peers_send() -> None:
-    log = RefusalLog()
+    log = QuietLog()
     for i in range(5000):
-        assert log.note(f"10.0.0.{i}: unknown key", float(i))
+        assert log.note(f"refused 10.0.0.{i}: unknown key", float(i))
     assert len(log._last) <= 1001
 
 

@@ -101,29 +101,3 @@ HANDSHAKE_FAILURES = {
     int(zmq.Event.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH): "a client without CURVE keys",
     int(zmq.Event.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC): "a client with the wrong broker key",
 }
-
-
-class RefusalLog:
-    """One line per kind of refused handshake per ``every`` seconds, with a count.
-
-    A client without keys retries its handshake every reconnect interval, and a
-    hostile one as fast as it likes: the log says so once, not once per try.
-    """
-
-    def __init__(self, every: float = 10.0) -> None:
-        self.every = every
-        self._last: dict[str, float] = {}
-        self._quiet: dict[str, int] = {}
-
-    def note(self, what: str, now: float) -> str:
-        """The line to show for one refusal of ``what``, or "" to stay quiet."""
-        last = self._last.get(what)
-        if last is not None and now - last < self.every:
-            self._quiet[what] = self._quiet.get(what, 0) + 1
-            return ""
-        if len(self._last) > 1000:  # bounded, whatever peers send
-            self._last.clear()
-            self._quiet.clear()
-        self._last[what] = now
-        more = self._quiet.pop(what, 0)
-        return f"! refused {what}" + (f" ({more} more since)" if more else "")

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgpack
 
+from zchat.broker.quiet import QuietLog
 from zchat.protocol import ProtocolError, decode_request
 from zchat.protocol import messages as m
 from zchat.protocol.codec import Frames
@@ -202,6 +203,7 @@ class BrokerCore:
         self._next_beat = now
         self.started = now
         self._caller_key = ""  # the CURVE key of the request being handled
+        self._quiet = QuietLog()  # bad requests: a line per kind per 10 s, not each
         self.boot = boot or secrets.token_hex(8)  # names this broker process in WELCOME (§6.1)
         #: Whether the store takes writes; while it does not, writes are refused
         #: and retried from `store_retry_at` on (docs/protocol.md §6.4).
@@ -222,9 +224,9 @@ class BrokerCore:
             req = decode_request(frames)
         except ProtocolError as exc:
             self.counters.malformed += 1
-            bad: list[Effect] = [
-                Show(f"! dropped bad request from {peer.hex()}: {exc.code}: {exc}")
-            ]
+            what = f"dropped bad request from {peer.hex()}: {exc.code}: {exc}"
+            line = self._quiet.note(what, now, kind=f"bad request {exc.code}")
+            bad: list[Effect] = [Show(line)] if line else []
             if exc.rid is not None or exc.code in (Code.BAD_VERSION, Code.UNKNOWN_TYPE):
                 bad.append(Send(peer, m.Error(exc.rid or 0, exc.code, exc.text)))
             return bad

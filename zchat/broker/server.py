@@ -23,10 +23,11 @@ from typing import TextIO, cast
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from zchat.broker.auth import DOMAIN, HANDSHAKE_FAILURES, KeyRing, RefusalLog, zap_reply
+from zchat.broker.auth import DOMAIN, HANDSHAKE_FAILURES, KeyRing, zap_reply
 from zchat.broker.core import BrokerCore, CoreConfig, Effect, Limits, Publish, Send
 from zchat.broker.display import Display
 from zchat.broker.doors import DOOR_MARK, Door, DoorRequest
+from zchat.broker.quiet import QuietLog
 from zchat.clock import steady_wall_clock
 from zchat.config import BrokerConfig
 from zchat.keys import load_secret
@@ -152,7 +153,7 @@ class BrokerServer:
         self.xpub = self._broadcast_socket()
         self.zap: zmq.Socket[bytes] | None = None
         self.monitor: zmq.Socket[bytes] | None = None
-        self.refusals = RefusalLog()
+        self.quiet = QuietLog()
         self._stopping = False
         #: Why the broker cannot go on (the store is lost); None while it can.
         self.failure: str | None = None
@@ -425,7 +426,7 @@ class BrokerServer:
             reply, refused = zap_reply(request, self.keyring)
             if reply:
                 self.zap.send_multipart(reply)
-            if refused and (line := self.refusals.note(refused, self.clock())):
+            if refused and (line := self.quiet.note(f"refused {refused}", self.clock())):
                 self._show(line)
 
     def _read_monitor(self) -> None:
@@ -436,7 +437,7 @@ class BrokerServer:
             except zmq.Again:
                 return
             what = HANDSHAKE_FAILURES.get(int(event["value"]), f"a handshake ({event['value']})")
-            if line := self.refusals.note(what, self.clock()):
+            if line := self.quiet.note(f"refused {what}", self.clock()):
                 self._show(line)
 
     def _drain_xpub(self) -> None:
@@ -470,7 +471,7 @@ class BrokerServer:
             f"a subscription flood: more than {self._max_topics:,} topics (max_topics) on the "
             "broadcast socket; every subscriber dropped (they reconnect)"
         )
-        if line := self.refusals.note(flood, self.clock()):
+        if line := self.quiet.note(flood, self.clock()):
             self._show(line)
         self._poller.unregister(self.xpub)
         self.xpub.close(linger=0)
