@@ -323,3 +323,18 @@ def test_stats_shows_the_counters(broker: Broker, client: Start) -> None:
     data = json.loads(as_json.stdout)
     assert data["clients"] == 1 and data["messages"] == 1 and data["published"] >= 2
     assert data["uptime"] == round(data["uptime"], 1)  # not 14 decimals
+
+
+def test_stats_and_send_without_a_broker_say_so_in_one_line() -> None:
+    """No broker listening: one line, status 1, no traceback, about the timeout."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    for args in (["stats"], ["send", "--room", "x", "hi"]):
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "zchat", *args, "--connect", endpoint, "--timeout", "1"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 1, done
+        assert done.stderr.startswith("Error: no answer from a broker"), done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+        assert time.monotonic() - started < 6

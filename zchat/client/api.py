@@ -816,6 +816,8 @@ async def fetch_stats(
     try:
         async with asyncio.timeout(timeout):
             asking = asyncio.ensure_future(chat.stats())
+            # Ended by the session's end after a timeout: its error is no news.
+            asking.add_done_callback(lambda done: done.cancelled() or done.exception())
             await asyncio.wait({asking, run}, return_when=asyncio.FIRST_COMPLETED)
             if asking.done():
                 return asking.result()
