@@ -304,7 +304,9 @@ def scale(h: Harness, system: str, clients: int, sizes: Sizes, prefix: tuple[str
             return {
                 "system": system, "clients": clients, "ready": ready, "missed": clients - ready,
                 "connect_s": None, "ready_limit": sizes.w3_ready_limit,
-                "rss": rss_bytes(server.pid), "server_cpu_connect": cpu_seconds(server.pid) - cpu0,
+                "rss": (rss := rss_bytes(server.pid)),
+                "rss_per_client": (rss - rss0) / max(1, ready),
+                "server_cpu_connect": cpu_seconds(server.pid) - cpu0,
                 "since": time.time() - t0,
             }  # fmt: skip
         connect = max(w.ready["t_ready"] for w in workers) - min(
