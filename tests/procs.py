@@ -182,3 +182,30 @@ def raw_subscriber(
     for topic in topics:
         sub.setsockopt(zmq.SUBSCRIBE, topic)
     return sub
+
+
+def make_keys(folder: Path, names: tuple[str, ...], allowed: tuple[str, ...]) -> Path:
+    """``zchat keygen`` for each name into ``folder/keys``, and an allow-list
+    directory ``folder/allowed`` holding the public keys of ``allowed``."""
+    for name in names:
+        done = subprocess.run(
+            [sys.executable, "-m", "zchat", "keygen", name, "--dir", str(folder / "keys")],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    (folder / "allowed").mkdir()
+    for name in allowed:
+        public = (folder / "keys" / f"{name}.key").read_bytes()
+        (folder / "allowed" / f"{name}.key").write_bytes(public)
+    return folder
+
+
+def curve_broker(keys: Path) -> Broker:
+    """A broker with the key pair ``keys/keys/broker`` and the allow-list ``keys/allowed``."""
+    conf = keys / "broker.toml"
+    conf.write_text(
+        "[broker]\n"
+        f'curve_secret_key = "{keys / "keys" / "broker.key_secret"}"\n'
+        f'curve_clients = "{keys / "allowed"}"\n'
+    )
+    return Broker(keys, "--config", str(conf), "--heartbeat", "0.5", "--timeout", "3")

@@ -15,44 +15,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Broker, Proc
+from tests.procs import Broker, Proc, make_keys
+from tests.procs import curve_broker as start_curve_broker
 
 SAY_WITHIN = 2.0  # seconds a command may take to say what is wrong
 BASE = [sys.executable, "-m", "zchat"]
 
 
-def keygen(folder: Path, name: str) -> None:
-    done = subprocess.run([*BASE, "keygen", name, "--dir", str(folder)],
-                          capture_output=True, text=True, timeout=20)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-
-
 @pytest.fixture
 def keys(tmp_path: Path) -> Path:
-    for name in ("broker", "alice", "mallory"):
-        keygen(tmp_path / "keys", name)
-    allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    (allowed / "alice.key").write_bytes((tmp_path / "keys" / "alice.key").read_bytes())
-    return tmp_path
+    return make_keys(tmp_path, ("broker", "alice", "mallory"), ("alice",))
 
 
 @pytest.fixture
 def curve_broker(keys: Path, procs: list[Proc]) -> Broker:
-    conf = keys / "broker.toml"
-    conf.write_text(
-        "[broker]\n"
-        f'curve_secret_key = "{keys / "keys" / "broker.key_secret"}"\n'
-        f'curve_clients = "{keys / "allowed"}"\n'
-    )
-    b = Broker(keys, "--config", str(conf), "--heartbeat", "0.5", "--timeout", "3")
+    b = start_curve_broker(keys)
     procs.append(b)
     return b
 
 
-def run(args: list[str], env: dict[str, str] | None = None, stdin: str = "") -> tuple[
-    subprocess.CompletedProcess[str], float
-]:
+def run(
+    args: list[str], env: dict[str, str] | None = None, stdin: str = ""
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     done = subprocess.run([*BASE, *args], input=stdin, capture_output=True, text=True,
                           timeout=30, env={**os.environ, **(env or {})})  # fmt: skip

@@ -20,21 +20,12 @@ import msgpack
 import pytest
 import zmq
 
-from tests.procs import Broker, Proc, free_port, raw_session, raw_subscriber
+from tests.procs import Broker, Proc, free_port, make_keys, raw_session, raw_subscriber
+from tests.procs import curve_broker as start_curve_broker
 from zchat.protocol import decode_from_broker, encode
 from zchat.protocol import messages as m
 
 Start = Callable[..., Proc]
-
-
-def keygen(folder: Path, name: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "zchat", "keygen", name, "--dir", str(folder)],
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
-    assert done.returncode == 0, done.stderr
 
 
 class Relay:
@@ -80,24 +71,12 @@ class Relay:
 @pytest.fixture
 def keys(tmp_path: Path) -> Path:
     """broker, alice and bob key pairs; an allow-list directory with alice's and bob's."""
-    for name in ("broker", "alice", "bob", "mallory"):
-        keygen(tmp_path / "keys", name)
-    allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    for name in ("alice", "bob"):
-        (allowed / f"{name}.key").write_bytes((tmp_path / "keys" / f"{name}.key").read_bytes())
-    return tmp_path
+    return make_keys(tmp_path, ("broker", "alice", "bob", "mallory"), ("alice", "bob"))
 
 
 @pytest.fixture
 def curve_broker(keys: Path, procs: list[Proc]) -> Broker:
-    conf = keys / "broker.toml"
-    conf.write_text(
-        "[broker]\n"
-        f'curve_secret_key = "{keys / "keys" / "broker.key_secret"}"\n'
-        f'curve_clients = "{keys / "allowed"}"\n'
-    )
-    b = Broker(keys, "--config", str(conf), "--heartbeat", "0.5", "--timeout", "3")
+    b = start_curve_broker(keys)
     procs.append(b)
     b.wait_for(r"\(CURVE, 2 client keys\)")
     return b
