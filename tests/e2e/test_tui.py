@@ -412,13 +412,10 @@ def test_failed_authentication_is_said_after_the_screen_closes(
     tmp_path: Path, procs: list[Proc]
 ) -> None:
     """A key the broker refuses: exit 3, and the reason stays on the terminal."""
-    from tests.e2e.test_security import keygen
+    from tests.procs import make_keys
 
-    for name in ("broker", "alice", "mallory"):
-        keygen(tmp_path / "keys", name)
+    make_keys(tmp_path, ("broker", "alice", "mallory"), ("alice",))
     allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    (allowed / "alice.key").write_bytes((tmp_path / "keys" / "alice.key").read_bytes())
     conf = tmp_path / "zchat.toml"
     conf.write_text(
         "[broker]\n"

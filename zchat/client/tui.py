@@ -785,22 +785,23 @@ class ChatScreen:
                 self._submit(line)
         buf.document = Document(rest, len(rest))
 
+    def _edit_or_quit(self, edit: Callable[[], object]) -> None:
+        """Ctrl-C and Ctrl-D: ``edit`` what is typed, or on an empty line quit."""
+        if self.input.text:
+            edit()
+        else:
+            self._submit("/quit")
+
     def _keys(self) -> KeyBindings:
         kb = KeyBindings()
 
         @kb.add("c-c")
         def _interrupt(event: KeyPressEvent) -> None:
-            if self.input.text:
-                self.input.reset()
-            else:
-                self._submit("/quit")
+            self._edit_or_quit(self.input.reset)
 
         @kb.add("c-d")
         def _eof(event: KeyPressEvent) -> None:
-            if self.input.text:
-                self.input.delete()
-            else:
-                self._submit("/quit")
+            self._edit_or_quit(self.input.delete)
 
         for n in range(1, 10):
 
