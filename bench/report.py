@@ -101,6 +101,8 @@ def f_latency(rec: Record) -> tuple[str, float] | None:
     shown = " / ".join(ms(pc[k]) for k in ("p50", "p90", "p99", "max"))
     if rec.get("cut") and rec["delivered"] < rec["expected"]:
         shown = "≥ " + shown  # what never arrived would have been later still
+        if rec["delivered"] < 0.99 * rec["expected"]:  # over 1% never came: p99 unknown
+            return shown, float("inf")
     return shown, pc["p99"]
 
 
@@ -123,6 +125,8 @@ def f_recv_cpu(rec: Record) -> tuple[str, float] | None:
     """The receiver processes' CPU from GO to the end, per delivered event."""
     if not rec.get("delivered"):
         return None
+    if rec.get("cut") and rec["delivered"] < 0.99 * rec["expected"]:
+        return None  # stopped mid-backlog: its CPU went into events not yet counted
     per = rec["recv_cpu"] / rec["delivered"]
     return us(per), per
 
@@ -199,6 +203,8 @@ def j_w2_500(v: dict[str, float | None]) -> tuple[str, str]:
     z, p = v["zchat"], v["proxy"]
     if z is None or p is None:
         return "n/a", "not measured"
+    if math.isinf(z):
+        return "missed", "over 1% of the messages never arrived"
     return verdict(z <= 2 * p), f"p99 {ms(z)} ms = {z / p:.2f}× proxy's {ms(p)} ms"
 
 
@@ -207,7 +213,10 @@ def j_w2_2000(v: dict[str, float | None]) -> tuple[str, str]:
     if z is None or (q is None and n is None):
         return "n/a", "not measured"
     ok = (q is None or z < q) and (n is None or z < n)
-    return verdict(ok), f"p99 {ms(z)} ms; " + _peers(v, lambda x: ms(x) + " ms")
+    shown = "over 1% never arrived" if math.isinf(z) else f"{ms(z)} ms"
+    return verdict(ok), f"p99 {shown}; " + _peers(
+        v, lambda x: "—" if math.isinf(x) else ms(x) + " ms"
+    )
 
 
 def j_w3_time(v: dict[str, float | None]) -> tuple[str, str]:

@@ -34,7 +34,7 @@ from bench.workloads import MQTT, NATS, ZCHAT, Sizes
 
 #: File descriptors the zchat broker holds besides its clients' connections
 #: (stdio, SQLite, libzmq's mailboxes and listeners), with room to spare.
-BROKER_FD_RESERVE = 64
+BROKER_FD_RESERVE = 128
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -231,7 +231,7 @@ class Runner:
         the broker needs two file descriptors per client; the peers need one.
         """
         per = 2 if system == ZCHAT else 1
-        fit = (self.h.nofile - BROKER_FD_RESERVE) // per
+        fit = (self.h.nofile - BROKER_FD_RESERVE) // per - 1  # the sender is a client too
         if asked <= fit:
             return asked
         self.res.notes.append(
