@@ -126,7 +126,6 @@ class Proc:
     failed: str | None = None
     progress: int = 0
     progress_at: float = 0.0
-    beats: list[dict[str, Any]] = field(default_factory=list)
     probed: bool = False
     eof: bool = False
 
@@ -150,7 +149,7 @@ class Proc:
         return "\n".join(self.lines[-n:]) + ("\n" + err if err.strip() else "")
 
 
-_LINE = re.compile(r"^(READY|RESULT|PROGRESS|FAIL|BEAT|PROBED)(?: (.*))?$")
+_LINE = re.compile(r"^(READY|RESULT|PROGRESS|FAIL|PROBED)(?: (.*))?$")
 
 
 class Harness:
@@ -237,8 +236,6 @@ class Harness:
         elif kind == "PROGRESS":
             proc.progress = int(rest)
             proc.progress_at = time.monotonic()
-        elif kind == "BEAT":
-            proc.beats.append(json.loads(rest))
         elif kind == "PROBED":
             proc.probed = True
         elif kind == "FAIL":

@@ -177,7 +177,6 @@ class Worker:
         self.cpu_go = 0.0
         self._progress_at = 0.0
         self._progress_sent = -1
-        self.beats: dict[int, list[float]] = {}  # n -> [time, count, last arrival]
         os.set_blocking(0, False)
         self.watch(0, self._read_stdin, edge=False)
         if self.mode == "recv":
@@ -247,17 +246,6 @@ class Worker:
                     self._progress_sent = self.tally.total
                     self.emit("PROGRESS", self.tally.total)
 
-    def note_beat(self, n: int, t: float, now: float) -> None:
-        if not self.go:
-            return
-        entry = self.beats.get(n)
-        if entry is None:
-            entry = self.beats[n] = [t, 0, now]
-        entry[1] += 1
-        entry[2] = max(entry[2], now)
-        if entry[1] == self.n:  # this beat reached every client of this worker
-            self.emit("BEAT", {"n": n, "time": t, "last": entry[2]})
-
     # ------------------------------------------------------------- phases
 
     def run(self) -> int:
@@ -308,7 +296,6 @@ class Worker:
             "t_start": self.t_start,
             "t_ready": self.t_ready,
             "t_go": self.t_go,
-            "beats": {str(k): v for k, v in self.beats.items()},
             # this worker's CPU seconds (all threads) from GO on: the workload, not the connects
             "cpu": time.process_time() - self.cpu_go if self.cpu_go else time.process_time(),
             "cpu_total": time.process_time(),
