@@ -250,3 +250,27 @@ def test_an_ambiguous_failed_handshake_is_a_verdict_only_when_it_repeats() -> No
     auth = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
     assert "refused" in str(handshake_failure(auth, 400, curve=True, tries=1))
     assert handshake_failure(int(zmq.EVENT_CONNECTED), 0, curve=False, tries=5) is None
+
+
+def test_a_busy_reader_lets_the_loop_run_other_sessions() -> None:
+    """Queued messages come back as finished futures, which never yield: the
+    transport's readers hand the loop over every FAIR_BATCH messages."""
+    import asyncio
+
+    from zchat.client.transport import FAIR_BATCH, _fair
+
+    async def main() -> int:
+        ran_at: list[int] = []
+
+        async def other() -> None:
+            ran_at.append(count)
+
+        count, read = 0, 0
+        task = asyncio.create_task(other())
+        while not ran_at and count < 10 * FAIR_BATCH:
+            read = await _fair(read)
+            count += 1
+        await task
+        return ran_at[0]
+
+    assert asyncio.run(main()) <= FAIR_BATCH + 1

@@ -229,7 +229,9 @@ class Transport:
             self.quit(70)
 
     async def _read_dealer(self, sock: zmq.asyncio.Socket) -> None:
+        read = 0
         while True:
+            read = await _fair(read)
             try:
                 frames = await sock.recv_multipart()
             except zmq.ZMQError:
@@ -276,7 +278,9 @@ class Transport:
                 self.quit(0)
 
     async def _read_sub(self, sock: zmq.asyncio.Socket) -> None:
+        read = 0
         while True:
+            read = await _fair(read)
             try:
                 frames = await sock.recv_multipart()
             except zmq.ZMQError:
@@ -345,3 +349,18 @@ class Transport:
 def _consume(fut: asyncio.Future[object]) -> None:
     if not fut.cancelled():
         fut.exception()  # retrieved, so asyncio does not log it as lost
+
+
+#: Messages a reader takes in a row before it lets the loop run something else.
+FAIR_BATCH = 64
+
+
+async def _fair(read: int) -> int:
+    """Count one more message read; every FAIR_BATCH, yield to the loop. A queued
+    message comes back as a finished future, and awaiting one does not yield:
+    a busy socket would otherwise starve the other sessions of the process,
+    their timers and the application."""
+    if read < FAIR_BATCH:
+        return read + 1
+    await asyncio.sleep(0)
+    return 1
