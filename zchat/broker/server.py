@@ -53,6 +53,8 @@ _TRIM_BYTES = 4 * 1024 * 1024
 _MAX_SUBSCRIPTION = 10 + MAX_TOPIC_BYTES
 #: Subscriptions queued per subscriber before libzmq stops reading its socket.
 _SUBSCRIPTION_HWM = 200
+#: (Un)subscriptions read from the broadcast socket per wake-up, at most.
+_XPUB_DRAIN = 20_000
 
 try:
     _libc: ctypes.CDLL | None = ctypes.CDLL(None)
@@ -442,9 +444,10 @@ class BrokerServer:
 
     def _drain_xpub(self) -> None:
         effects: list[Effect] = []
-        # Everything queued, not a batch: every recv lets libzmq apply more
-        # subscriptions, and the count must keep up with what it applied.
-        while True:
+        # Far more than a batch: every recv lets libzmq apply more subscriptions,
+        # and the count must keep up with what it applied. Bounded all the same:
+        # subscribing and cancelling one topic forever must not hold the loop.
+        for _ in range(_XPUB_DRAIN):
             try:
                 msg = self.xpub.recv(zmq.NOBLOCK)
             except zmq.Again:
