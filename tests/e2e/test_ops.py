@@ -75,7 +75,8 @@ def test_shipped_configs_pass_the_check() -> None:
 def test_json_logs_one_object_per_line(tmp_path: Path, procs: list[Proc]) -> None:
     broker = Broker(tmp_path, "--log-format", "json")
     procs.append(broker)
-    alice = Proc(["client", "--plain", "--connect", broker.endpoint, "--nick", "alice"])
+    alice = Proc(["client", "--plain", "--connect", broker.endpoint, "--nick", "alice",
+                  "--room", "lobby"])  # fmt: skip
     procs.append(alice)
     alice.wait_for(r"^-- joined #lobby")
     alice.send("logged")
@@ -89,7 +90,8 @@ def test_metrics_endpoint_serves_the_counters(
     broker_with_metrics: tuple[Broker, str], procs: list[Proc]
 ) -> None:
     broker, url = broker_with_metrics
-    alice = Proc(["client", "--plain", "--connect", broker.endpoint, "--nick", "alice"])
+    alice = Proc(["client", "--plain", "--connect", broker.endpoint, "--nick", "alice",
+                  "--room", "lobby"])  # fmt: skip
     procs.append(alice)
     alice.wait_for(r"^-- joined #lobby")
     alice.send("measured")

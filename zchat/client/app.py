@@ -52,6 +52,7 @@ def run(
         config.history,
         quit_wait=config.wait,
         lazy_room=config.room if lazy else None,
+        lazy_waits=not sys.stdin.isatty(),
     )
     transcript = Transcript(Path(log_dir)) if log_dir else None
     try:

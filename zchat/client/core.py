@@ -258,12 +258,14 @@ class ClientCore:
         *,
         rooms: Iterable[str] = (),
         lazy_room: str | None = None,
+        lazy_waits: bool = False,
         register: bool = True,
     ) -> None:
         """``room``: the room to join first and talk in; ``rooms``: more to join.
         ``lazy_room``: joined at the first typed line unless that line is a /join
         (a script that joins its own room never lands in the default one), or
-        at the connection if no line came before.
+        at the connection if no line came before, unless ``lazy_waits`` (the
+        lines come from a script: its first line decides, whenever it comes).
         ``register=False``: no HELLO, no session, no heartbeats: only requests
         that need no session (STATS, §6.10) go out, at once."""
         self.register = register
@@ -301,6 +303,9 @@ class ClientCore:
         #: room -> the last seq shown before we left it: a rejoin shows only what is newer.
         self._left_at: dict[str, int] = {}
         self._lazy_room = lazy_room
+        # Lines come from a script, not a person: its first line says where it
+        # goes even if it arrives after the WELCOME.
+        self._lazy_waits = lazy_waits
         self._rejoin = False  # the broker restarted since our last WELCOME: JOINs are rejoins
         self._boot = ""  # WELCOME.boot: names the broker process that answered last
         #: Names this client's registration, the same on every try: a HELLO tried
@@ -971,9 +976,8 @@ class ClientCore:
         self.heartbeat, self.timeout = msg.heartbeat, msg.timeout
         self._link.last_beat_rx = now  # BEATs must start within `timeout`, or the SUB is dead
         self._move(CS.CONNECTED)
-        if self._lazy_room is not None:
-            # Connected before any line was typed: nobody is picking a room, so
-            # take the default one (a script's first line is read well before).
+        if self._lazy_room is not None and not self._lazy_waits:
+            # Connected before a person typed anything: take the default room.
             room, self._lazy_room = self._lazy_room, None
             if not self.rooms:
                 self.rooms[room] = RoomView(room)
