@@ -263,7 +263,8 @@ def test_nick_taken_is_a_clear_error(broker: Broker, client: Start) -> None:
 
 def test_client_started_before_broker_keeps_trying(tmp_path: Path, procs: list[Proc]) -> None:
     port = free_port()
-    early = Proc(["client", "--plain", "--connect", f"tcp://127.0.0.1:{port}", "--nick", "early"])
+    early = Proc(["client", "--plain", "--connect", f"tcp://127.0.0.1:{port}", "--nick", "early",
+                  "--room", "lobby"])  # fmt: skip
     procs.append(early)
     early.wait_for("connecting to")
     procs.append(Broker(tmp_path, port=port))

@@ -302,7 +302,8 @@ def test_claiming_the_first_ids_before_anyone_connects(
         assert answered == 20, f"start {start}: id-less peers not served"
         stats = zchat_stats(b.endpoint)
         assert stats.returncode == 0, f"start {start}: " + stats.stdout + stats.stderr
-        c = Proc(["client", "--plain", "--connect", b.endpoint, "--nick", f"honest{start}"])
+        c = Proc(["client", "--plain", "--connect", b.endpoint, "--nick", f"honest{start}",
+                  "--room", "lobby"])  # fmt: skip
         procs.append(c)
         c.wait_for(r"^-- joined #lobby")
         c.send("exit")
