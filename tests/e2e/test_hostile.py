@@ -27,6 +27,7 @@ import msgpack
 import pytest
 import zmq
 
+from bench.hostile import dealer, generated_id, stats_answered, zmtp_frame
 from tests.procs import Broker, Proc, raw_session
 from zchat.protocol import decode_from_broker, encode
 from zchat.protocol import messages as m
@@ -36,10 +37,8 @@ pytestmark = pytest.mark.slow
 Start = Callable[..., Proc]
 Ctx = zmq.Context[zmq.Socket[bytes]]
 MB = 1_000_000
-
-#: The first routing id libzmq 4.3.5's ROUTER generates when nothing seeds rand():
-#: 0x00 then a big-endian uint32 counter, +1 per connection.
-FIRST_GENERATED_ID = bytes.fromhex("006b8b4567")
+#: How long honest peers wait for STATS answers (hundreds at once, on a loaded CI).
+STATS_WAIT = 10.0
 
 
 # ----------------------------------------------------------------- helpers
@@ -58,34 +57,6 @@ def mem_kib(pid: int) -> dict[str, int]:
 def last_words(proc: Proc, n: int = 3) -> str:
     proc.drain(0.5)
     return "\n".join(proc.lines[-n:])
-
-
-def generated_id(n: int) -> bytes:
-    """The n-th routing id (from 0) an unseeded libzmq ROUTER would generate."""
-    counter = int.from_bytes(FIRST_GENERATED_ID[1:], "big") + n
-    return b"\x00" + (counter % 2**32).to_bytes(4, "big")
-
-
-def dealer(ctx: Ctx, endpoint: str, routing_id: bytes | None = None) -> zmq.Socket[bytes]:
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    if routing_id is not None:
-        sock.setsockopt(zmq.ROUTING_ID, routing_id)
-    sock.connect(endpoint)
-    return sock
-
-
-def stats_answered(socks: list[zmq.Socket[bytes]], timeout: float = 10.0) -> int:
-    """Send STATS on every socket; how many got a STATSIS back before the deadline."""
-    for sock in socks:
-        sock.send_multipart(encode(m.Stats(1)))
-    deadline = time.monotonic() + timeout
-    answered = 0
-    for sock in socks:
-        left = deadline - time.monotonic()
-        if sock.poll(max(0, int(left * 1000))):
-            answered += isinstance(decode_from_broker(sock.recv_multipart()), m.StatsReply)
-    return answered
 
 
 def round_trip(sock: zmq.Socket[bytes], timeout: float = 5.0) -> float:
@@ -151,13 +122,6 @@ class Zmtp:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def zmtp_frame(body: bytes, more: bool = False, command: bool = False) -> bytes:
-    flags = (1 if more else 0) | (4 if command else 0)
-    if len(body) > 255:
-        return bytes([flags | 2]) + struct.pack(">Q", len(body)) + body
-    return bytes([flags, len(body)]) + body
 
 
 def subscribe_flood(
@@ -262,12 +226,12 @@ def test_claimed_routing_ids_do_not_abort_the_broker(
     broker abort (before the fix: `Assertion failed: ok (src/socket_base.cpp:2113)`
     at the first one)."""
     earlier = [dealer(zctx, broker.endpoint) for _ in range(40)]
-    assert stats_answered(earlier) == 40
+    assert stats_answered(earlier, STATS_WAIT) == 40
     claims = [dealer(zctx, broker.endpoint, generated_id(40 + i)) for i in range(400)]
-    assert stats_answered(claims) == 400  # every claim is registered: the attack is set
+    assert stats_answered(claims, STATS_WAIT) == 400  # every claim is registered: the attack is set
 
     later = [dealer(zctx, broker.endpoint) for _ in range(40)]  # id-less, like stock clients
-    answered = stats_answered(later)
+    answered = stats_answered(later, STATS_WAIT)
     assert broker.p.poll() is None, "broker died:\n" + last_words(broker)
     assert answered == 40, "honest id-less peers are not served"
     stats = zchat_stats(broker.endpoint)
@@ -280,7 +244,9 @@ def test_claimed_routing_ids_do_not_abort_the_broker(
     chat_round(alice, bob, "still here", within=5)
     assert broker.p.poll() is None, "\n".join(broker.lines[-5:])
     assert not any("Assertion failed" in line for line in broker.lines)
-    assert stats_answered(claims[:20]) == 20  # the attacker's own sockets are served too
+    assert (
+        stats_answered(claims[:20], STATS_WAIT) == 20
+    )  # the attacker's own sockets are served too
 
 
 def test_claiming_the_first_ids_before_anyone_connects(
@@ -295,9 +261,9 @@ def test_claiming_the_first_ids_before_anyone_connects(
         procs.append(b)
         port = b.port
         claims = [dealer(zctx, b.endpoint, generated_id(i)) for i in range(100)]
-        assert stats_answered(claims) == 100
+        assert stats_answered(claims, STATS_WAIT) == 100
         idless = [dealer(zctx, b.endpoint) for _ in range(20)]
-        answered = stats_answered(idless)
+        answered = stats_answered(idless, STATS_WAIT)
         assert b.p.poll() is None, f"start {start}, broker died:\n" + last_words(b)
         assert answered == 20, f"start {start}: id-less peers not served"
         stats = zchat_stats(b.endpoint)
@@ -688,7 +654,7 @@ def test_oversize_and_garbage_streams_do_not_affect_others(
         half.close()
         old.close()
     ok = dealer(zctx, broker.endpoint)  # a fresh honest peer is served
-    assert stats_answered([ok]) == 1
+    assert stats_answered([ok], STATS_WAIT) == 1
     chat_round(bob, alice, "all fine", within=2)
     after = wait_quiet(broker.p.pid, probe)["VmRSS"]
     assert broker.p.poll() is None
