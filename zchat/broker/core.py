@@ -295,7 +295,7 @@ class BrokerCore:
         if now >= self._next_beat:
             self._beat += 1
             self._next_beat = now + self.config.heartbeat
-            out.append(Publish(m.Beat(self._beat, now)))
+            out.append(Publish(m.Beat(self._beat, now, self.store.epoch)))
         if self.store_down:
             return out  # a leave is a stored event: expiries wait for the store
         deadline = now - self.config.timeout

@@ -688,11 +688,13 @@ def sync_topic(token: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Beat(Broadcast):
-    """Heartbeat on the control topic; ``n`` counts up (§6.7)."""
+    """Heartbeat on the control topic; ``n`` counts up (§6.7). ``epoch`` is the
+    store's (§6.4): a client whose WELCOME named another reconnects (§6.7)."""
 
     TYPE: ClassVar[bytes] = b"BEAT"
     n: int
     time: float
+    epoch: str = ""
 
     @property
     def topic(self) -> bytes:
