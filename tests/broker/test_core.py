@@ -750,13 +750,13 @@ def test_bye_leaves_every_room_and_frees_the_nick(h: Harness) -> None:
 def test_beats_go_out_at_start_and_every_heartbeat() -> None:
     h = Harness(heartbeat=5.0)
     assert h.core.next_deadline() == T0
-    assert h.tick(T0).published == [m.Beat(1, T0)]
+    assert h.tick(T0).published == [m.Beat(1, T0, h.core.store.epoch)]
     assert h.tick(T0).effects == []  # one beat per due time
     assert h.tick(T0 + 4.9).effects == []
     assert h.core.next_deadline() == T0 + 5
-    assert h.tick(T0 + 5).published == [m.Beat(2, T0 + 5)]
+    assert h.tick(T0 + 5).published == [m.Beat(2, T0 + 5, h.core.store.epoch)]
     late = h.tick(T0 + 11)  # a late tick beats once and counts from now
-    assert late.published == [m.Beat(3, T0 + 11)]
+    assert late.published == [m.Beat(3, T0 + 11, h.core.store.epoch)]
     assert h.core.next_deadline() == T0 + 16
     assert all(frames[0] == m.CONTROL_TOPIC for frames in h.wire)
     h.hello(A, "alice")
