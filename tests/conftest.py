@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import zmq
 
 from tests.procs import Broker, Proc
+
+if TYPE_CHECKING:
+    from tests.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -46,3 +50,26 @@ def zctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     yield ctx
     ctx.destroy(linger=0)
+
+
+@pytest.fixture(scope="session")
+def _redis_session() -> Iterator[RedisServer]:
+    from tests.redis_server import RedisServer, RedisServerMissing  # redis-py: 0.2 s to import
+
+    try:
+        server = RedisServer()
+    except RedisServerMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_server(_redis_session: RedisServer) -> RedisServer:
+    """A real redis-server on loopback, shared by the session and emptied for
+    each test (FLUSHALL); started again if a test killed it."""
+    if not _redis_session.alive:
+        _redis_session.start()
+    with _redis_session.client() as client:
+        client.flushall()
+    return _redis_session

@@ -1,9 +1,11 @@
 """The Store contract (docs/protocol.md §6.4): one suite, every implementation.
 
-Each contract test runs against MemoryStore and against SQLiteStore on a real
-file, the way trio's in-memory fakes pass the same tests as the real thing.
-What only a durable store can promise (reopening, rollback, refusing a file it
-cannot read) is tested on SQLiteStore alone, and MemoryStore's bound on its own.
+Each contract test runs against MemoryStore, against SQLiteStore on a real
+file and against RedisStore on a real redis-server, the way trio's in-memory
+fakes pass the same tests as the real thing. What only SQLite promises
+(reopening, rollback, refusing a file it cannot read) is tested on SQLiteStore
+alone, MemoryStore's bound on its own, and what only Redis does (a feed, several
+brokers, a Redis that restarts or dies) in test_redis_store.py.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.redis_server import RedisServer
 from zchat.store import Appended, Entry, MemoryStore, SQLiteStore, Store, StoreError
 from zchat.store.records import RoomRecord
+from zchat.store.redis import RedisStore
 from zchat.store.sqlite import SCHEMA_VERSION
 
 MakeStore = Callable[[], Store]
@@ -25,15 +29,21 @@ class Boom(Exception):
     """Raised inside a batch to make it fail."""
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
     """A factory of fresh, empty stores of one kind; every store made is closed."""
     made: list[Store] = []
+    redis_server: RedisServer | None = None
+    if request.param == "redis":
+        redis_server = request.getfixturevalue("redis_server")
 
     def make() -> Store:
         store: Store
         if request.param == "memory":
             store = MemoryStore()
+        elif redis_server is not None:
+            # A prefix of its own: another store on the same (emptied) Redis.
+            store = RedisStore(redis_server.url, prefix=f"zc{len(made)}:")
         else:
             store = SQLiteStore(tmp_path / f"store{len(made)}.sqlite3")
         made.append(store)
@@ -147,6 +157,14 @@ def test_last_is_zero_for_an_empty_log(store: Store) -> None:
     fill(store, "#dev", 2)
     assert store.last("#dev") == 2
     assert store.last("#ops") == 0
+
+
+def test_heads_are_the_last_of_each_log(store: Store) -> None:
+    """The broker's periodic head check of the logs it follows (one round trip on Redis)."""
+    fill(store, "#dev", 3)
+    store.append("@bob", "d", "alice", b"psst")
+    assert store.heads(["#dev", "@bob", "#nowhere"]) == {"#dev": 3, "@bob": 1, "#nowhere": 0}
+    assert store.heads([]) == {}
 
 
 # ---------------------------------------------------------------------- state

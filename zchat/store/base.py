@@ -83,6 +83,10 @@ class Store(abc.ABC):
     def last(self, log: str) -> int:
         """The seq of the newest entry of ``log``; 0 for an empty log."""
 
+    def heads(self, logs: list[str]) -> dict[str, int]:
+        """``last()`` of each of ``logs``; a shared store answers in one round trip."""
+        return {log: self.last(log) for log in logs}
+
     @abc.abstractmethod
     def get_state(self, log: str) -> bytes | None:
         """The state blob of ``log``, or None if never set."""
