@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 from zchat.broker.quiet import QuietLog
+from zchat.broker.registry import LocalRegistry, Member, Registry, SessionRecord
 from zchat.protocol import ProtocolError, decode_request
 from zchat.protocol import messages as m
 from zchat.protocol.codec import Frames
@@ -53,7 +54,16 @@ class Show:
     line: str
 
 
-Effect = Send | Publish | Show
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """Follow (``on``) or stop following a log's feed from the other brokers of
+    a cluster (§6.14); never emitted by a single broker."""
+
+    log: str
+    on: bool
+
+
+Effect = Send | Publish | Show | Follow
 
 
 class StoreHealth(enum.Enum):
@@ -83,6 +93,7 @@ class CoreConfig:
     limits: Limits = field(default_factory=Limits)
     admins: frozenset[str] = frozenset()  # nick keys that operate every room
     announce_limit: int = 200  # rooms this big announce no ordinary joins and leaves
+    cluster: bool = False  # other brokers share the store and registry (§6.14)
 
 
 @dataclass(eq=False, slots=True)
@@ -142,7 +153,11 @@ def _room_log(room: str) -> str:
 
 def _ids(s: Session) -> set[str]:
     """The names a session answers to in ops, bans and invites: its nick, and its key."""
-    return {nick_key(s.nick), "key:" + s.user} if s.user else {nick_key(s.nick)}
+    return _ids_of(s.nick, s.user)
+
+
+def _ids_of(nick: str, user: str) -> set[str]:
+    return {nick_key(nick), "key:" + user} if user else {nick_key(nick)}
 
 
 def _settings(raw: bytes) -> dict[str, Any] | None:
@@ -189,15 +204,16 @@ class BrokerCore:
         now: float,
         new_token: Callable[[], str] = lambda: secrets.token_hex(16),
         boot: str = "",
+        registry: Registry | None = None,
     ) -> None:
         self.store = store
+        self.registry = registry or LocalRegistry()
         self.config = config
         self.counters = Counters()
         self._new_token = new_token
         self._by_peer: dict[bytes, Session] = {}
         self._by_token: dict[str, Session] = {}
         self._quietest: OrderedDict[str, Session] = OrderedDict()  # longest silent first
-        self._by_nick: dict[str, Session] = {}
         self._rooms: dict[str, Room] = {}
         self._beat = 0
         self._next_beat = now
@@ -210,6 +226,10 @@ class BrokerCore:
         self.store_health = StoreHealth.WRITING
         self._store_failed_at = 0.0
         self.store_retry_at = 0.0
+        #: In a cluster, the logs this broker follows (rooms with members here,
+        #: its sessions' inboxes) and the last position of each it delivered.
+        self._heads: dict[str, int] = {}
+        self._epoch = store.epoch
 
     # ------------------------------------------------------------ entry points
 
@@ -292,10 +312,14 @@ class BrokerCore:
     def tick(self, now: float) -> list[Effect]:
         """Timers: heartbeats out, silent sessions expired (§6.7)."""
         out: list[Effect] = []
+        if self.store.epoch != self._epoch:
+            self._store_reset(out)
         if now >= self._next_beat:
             self._beat += 1
             self._next_beat = now + self.config.heartbeat
             out.append(Publish(m.Beat(self._beat, now, self.store.epoch)))
+            if self.config.cluster and not self.store_down:
+                self._cluster_beat(now, out)
         if self.store_down:
             return out  # a leave is a stored event: expiries wait for the store
         deadline = now - self.config.timeout
@@ -313,6 +337,169 @@ class BrokerCore:
             return self._next_beat
         quietest = next(iter(self._quietest.values()))
         return min(self._next_beat, quietest.last_seen + self.config.timeout)
+
+    # ---------------------------------------------------------------- cluster
+
+    def arrived(self, log: str, entries: list[Entry], now: float) -> list[Effect]:
+        """Entries of a followed log from its feed: appended by another broker,
+        or by this one (delivered already, skipped). Delivered once, in order;
+        a hole is read from the store first (§6.14)."""
+        out: list[Effect] = []
+        for entry in entries:
+            if self._in_order(log, entry.seq, out):
+                self._deliver_entry(log, entry, out)
+        return out
+
+    def check_heads(self, logs: list[str] | None = None) -> list[Effect]:
+        """Compare the followed logs (or ``logs``) with the store and deliver
+        what the feed did not bring: tail loss, a resubscription (§6.14)."""
+        wanted = [log for log in (self._heads if logs is None else logs) if log in self._heads]
+        out: list[Effect] = []
+        for log, last in self.store.heads(wanted).items():
+            head = self._heads.get(log)
+            if head is None:
+                continue
+            if last < head:  # the log went back (a reset store): follow from there
+                self._heads[log] = last
+            elif last > head:
+                self._in_order(log, last + 1, out)  # fills head+1 .. last
+                self._heads[log] = last
+        return out
+
+    def _cluster_beat(self, now: float, out: list[Effect]) -> None:
+        """Every heartbeat: say this broker lives, end the sessions of brokers
+        that died (one survivor gets each), and catch up the followed logs."""
+        self.registry.alive(self.boot, self.config.timeout)
+        for rec in self.registry.orphans(self.boot):
+            self._end_orphan(rec, now, out)
+        out.extend(self.check_heads())
+
+    def _store_reset(self, out: list[Effect]) -> None:
+        """The shared store came back empty (a new epoch): positions start over,
+        and the registry forgot everyone here; tell it again (§6.14)."""
+        self._epoch = self.store.epoch
+        self._heads = dict.fromkeys(self._heads, 0)
+        for s in self._by_token.values():
+            self.registry.claim(nick_key(s.nick), s.token)
+            self._save(s)
+            for name in s.rooms:
+                self.registry.enter(name, s.token, Member(s.nick, bool(s.away)))
+        out.append(Show(f"! the store was reset (epoch {self._epoch}): history starts over"))
+
+    def _in_order(self, log: str, seq: int, out: list[Effect]) -> bool:
+        """Whether entry ``seq`` of ``log`` is new here; what is missing before
+        it is read from the store and delivered first. Single brokers and
+        unfollowed logs deliver everything as it is appended."""
+        head = self._heads.get(log)
+        if head is None:
+            return True
+        if seq <= head:
+            return False
+        if seq > head + 1:
+            # Capped: clients fetch anything beyond by seq themselves (§6.5).
+            for entry in self.store.read(log, max(head, seq - 1 - MAX_HISTORY), MAX_HISTORY):
+                if entry.seq >= seq:
+                    break
+                self._deliver_entry(log, entry, out)
+        self._heads[log] = seq
+        return True
+
+    def _deliver_entry(self, log: str, entry: Entry, out: list[Effect]) -> None:
+        if log.startswith("#"):
+            room = log[1:]
+            event = _event_of(room, entry)
+            self._apply_remote(event, out)
+            self._deliver(room, event, out)
+        else:
+            s = self._local(log[1:])
+            if s is not None:
+                msg_id, sender, to, text, ts, action = DmRecord.unpack(entry.body)
+                out.append(Send(s.peer, m.Dm(msg_id, sender, to, text, ts, action, entry.seq)))
+
+    def _apply_remote(self, event: m.Event, out: list[Effect]) -> None:
+        """What an event from another broker changes here: a kick of a member
+        of ours ends its membership; a new topic or operator, the room's settings."""
+        room = self._rooms.get(event.room)
+        if room is None:
+            return
+        if event.kind == "kick":
+            s = self._local(event.nick)
+            if s is not None and s in room.members:
+                s.rooms.discard(room.name)
+                room.members.discard(s)
+                self._drop_room_if_empty(room, out)
+        elif event.kind in ("topic", "op"):
+            self._refresh(room)
+
+    def _follow(self, log: str, out: list[Effect]) -> None:
+        if self.config.cluster and log not in self._heads:
+            self._heads[log] = self.store.last(log)
+            out.append(Follow(log, True))
+
+    def _unfollow(self, log: str, out: list[Effect]) -> None:
+        if self._heads.pop(log, None) is not None:
+            out.append(Follow(log, False))
+
+    def _end_orphan(self, rec: SessionRecord, now: float, out: list[Effect]) -> None:
+        """End a session whose broker died and whose client did not come back
+        elsewhere: its leaves, as its broker's expiry would have said them."""
+        current = self.registry.get(rec.token)
+        if current is None or current.broker != rec.broker:
+            return  # gone or moved meanwhile
+        self.store.set_state(_last_seen(rec.nick), repr(now).encode())
+        for name in sorted(rec.rooms):
+            if self.registry.count(name) <= self.config.announce_limit:
+                self._event(name, "leave", rec.nick, "timed out", now, out)
+            self.registry.leave(name, rec.token)
+        self.registry.release(nick_key(rec.nick), rec.token)
+        self.registry.drop(rec.token)
+        self.counters.expired += 1
+        out.append(Show(f"- {rec.nick} gone (timed out: its broker was lost)"))
+
+    def _adopt(
+        self, token: str, user: str, peer: bytes, now: float, out: list[Effect]
+    ) -> Session | None:
+        """A session another broker served, resumed here by its client (§6.14)."""
+        rec = self.registry.get(token)
+        if rec is None or rec.user != user:
+            return None
+        lim = self.config.limits
+        s = Session(rec.token, rec.nick, peer, now, rec.user, rec.hello_id, rec.away)
+        s.tokens, s.refilled = float(lim.burst), now
+        self._by_token[s.token] = s
+        self._quietest[s.token] = s
+        self._follow(_inbox(s.nick), out)
+        for name in rec.rooms:
+            room = self._rooms.get(name)
+            if room is None:
+                room = self._rooms[name] = self._load_room(name)
+                self._follow(_room_log(name), out)
+            room.members.add(s)
+            s.rooms.add(name)
+        self._save(s)
+        return s
+
+    def _save(self, s: Session) -> None:
+        """Tell the registry what another broker would need to resume ``s``."""
+        rec = SessionRecord(s.token, s.nick, s.user, s.hello_id, self.boot, s.away, sorted(s.rooms))
+        self.registry.put(rec)
+
+    def _local(self, nick: str) -> Session | None:
+        """The session of this broker holding ``nick``, if any."""
+        token = self.registry.holder(nick_key(nick))
+        return self._by_token.get(token) if token else None
+
+    def _refresh(self, room: Room) -> None:
+        """Reload a live room's settings: another broker may have changed them."""
+        if self.config.cluster:
+            fresh = self._load_room(room.name)
+            room.topic, room.private = fresh.topic, fresh.private
+            room.ops, room.bans, room.invited = fresh.ops, fresh.bans, fresh.invited
+
+    def _drop_room_if_empty(self, room: Room, out: list[Effect]) -> None:
+        if not room.members:
+            del self._rooms[room.name]  # its log and topic stay in the store
+            self._unfollow(_room_log(room.name), out)
 
     def _heard(self, s: Session, now: float) -> None:
         # Kept in order of last_seen, so expiry looks at the front only: the loop
@@ -387,8 +574,9 @@ class BrokerCore:
         settings = room or self._load_room(req.room)
         if settings.private and req.room not in s.rooms:
             raise ProtocolError(Code.NOT_MEMBER, f"#{req.room} is invite-only")
-        members, more = _fit_names(_nicks(room), _LIST_BUDGET)
-        away = sorted(x.nick for x in room.members if x.away) if room else []
+        here = self.registry.members(req.room)
+        members, more = _fit_names(_nicks(here), _LIST_BUDGET)
+        away = sorted(x.nick for x in here if x.away)
         out.append(Send(s.peer, m.Names(req.rid, req.room, members, more, away)))
 
     def _rooms_req(
@@ -408,11 +596,16 @@ class BrokerCore:
 
     def _away(self, peer: bytes, s: Session, req: m.Away, now: float, out: list[Effect]) -> None:
         s.away = req.text
+        for name in s.rooms:
+            self.registry.enter(name, s.token, Member(s.nick, bool(s.away)))
+        self._save(s)
         out.append(Show(f"* {s.nick} is away: {req.text}" if req.text else f"* {s.nick} is back"))
         out.append(Send(s.peer, m.Ok(req.rid)))
 
     def _whois(self, peer: bytes, s: Session, req: m.Whois, now: float, out: list[Effect]) -> None:
-        target = self._by_nick.get(nick_key(req.nick))
+        target = self._local(req.nick)
+        holder = self.registry.holder(nick_key(req.nick)) if target is None else None
+        remote = self.registry.get(holder) if holder else None
         owner = self.store.get_state(_owner(req.nick))
         key = _fingerprint(owner.decode()) if owner else ""
         if target is not None:
@@ -423,6 +616,13 @@ class BrokerCore:
             )
             idle = round(now - (target.active or target.last_seen), 1)
             reply = m.WhoisIs(req.rid, target.nick, True, rooms, target.away, idle, 0.0, key)
+        elif remote is not None:  # on another broker of the cluster: no idle time here
+            rooms = sorted(
+                name
+                for name in remote.rooms
+                if name in s.rooms or not (self._rooms.get(name) or self._load_room(name)).private
+            )
+            reply = m.WhoisIs(req.rid, remote.nick, True, rooms, remote.away, 0.0, 0.0, key)
         else:
             seen = self.store.get_state(_last_seen(req.nick))
             if seen is None and self.store.get_state(_inbox(req.nick)) is None:
@@ -471,7 +671,10 @@ class BrokerCore:
                 return
             raise ProtocolError("already_registered", f"already registered as {current.nick}")
         session = self._by_token.get(req.resume) if req.resume else None
-        holder = self._by_nick.get(nick_key(req.nick))
+        if session is None and req.resume and self.config.cluster:
+            session = self._adopt(req.resume, user, peer, now, out)  # failed over to us
+        held_by = self.registry.holder(nick_key(req.nick))
+        holder = self._by_token.get(held_by) if held_by else None
         retried = (
             session is None and bool(req.id) and holder is not None and holder.hello_id == req.id
         )
@@ -489,7 +692,7 @@ class BrokerCore:
             out.append(Show(f"+ {session.nick} reconnected"))
             self._welcome(session, req.rid, not retried, now, out)
             return
-        if holder is not None:
+        if held_by is not None:
             raise ProtocolError("nick_taken", f"the nick {req.nick} is taken; pick another")
         if len(self._by_token) >= self.config.limits.max_clients:
             raise ProtocolError("full", "the broker has as many clients as it takes; try later")
@@ -498,11 +701,15 @@ class BrokerCore:
         self._claim(req.nick, user)
         lim = self.config.limits
         session = Session(self._new_token(), req.nick, peer, now, user, req.id, tokens=lim.burst)
+        if self.registry.claim(nick_key(req.nick), session.token) != session.token:
+            # Another broker of the cluster registered it a moment ago.
+            raise ProtocolError("nick_taken", f"the nick {req.nick} is taken; pick another")
         session.refilled = now
         self._by_peer[peer] = session
         self._by_token[session.token] = session
         self._quietest[session.token] = session
-        self._by_nick[nick_key(session.nick)] = session
+        self._save(session)
+        self._follow(_inbox(session.nick), out)
         out.append(Show(f"+ {session.nick} arrived"))
         self._welcome(session, req.rid, False, now, out)
 
@@ -545,11 +752,14 @@ class BrokerCore:
                     room.ops |= _ids(s)
                     room.private = req.private
                     self._save_room(room)
+            else:
+                self._refresh(room)
             if room.bans & _ids(s) and not self._is_op(s, room):
                 raise ProtocolError("banned", f"you are banned from #{req.room}")
             if room.private and not (room.invited & _ids(s) or self._is_op(s, room)):
                 raise ProtocolError("invite_only", f"#{req.room} is invite-only")
             self._rooms[req.room] = room  # before the event: it says whether to publish it
+            self._follow(_room_log(req.room), out)
             announced = self._announced(room)
             # Just after a restart, clients come back into the rooms they were in:
             # their joins are no news, and would fill every room's history.
@@ -560,16 +770,17 @@ class BrokerCore:
                     self._event(req.room, "join", s.nick, "", now, out)
                 except StoreUnavailable:  # not stored: not joined either
                     room.members.discard(s)
-                    if not room.members:
-                        del self._rooms[req.room]
+                    self._drop_room_if_empty(room, out)
                     raise
             s.rooms.add(req.room)
+            self.registry.enter(req.room, s.token, Member(s.nick, bool(s.away)))
+            self._save(s)
             out.append(Show(f"+ {s.nick} joined #{req.room}"))
         history = _fit_events(self._read(req.room, 0, req.history, before=True), newest=True)
         if announced:
-            members, more = _fit_names(_nicks(room), _LIST_BUDGET // 4)
+            members, more = _fit_names(_nicks(self.registry.members(req.room)), _LIST_BUDGET // 4)
         else:  # a big room: members follow no joins, and WHO lists them on request
-            members, more = [], len(room.members)
+            members, more = [], self.registry.count(req.room)
         last = self.store.last(_room_log(req.room))
         joined = m.Joined(req.rid, req.room, room.topic, members, last, history, more, room.private)
         out.append(Send(s.peer, joined))
@@ -587,26 +798,47 @@ class BrokerCore:
             self._event(name, kind, s.nick, reason, now, out)
         s.rooms.discard(name)
         room.members.discard(s)
+        self.registry.leave(name, s.token)
+        self._save(s)
         out.append(Show(f"- {s.nick} left #{name} ({reason})"))
-        if not room.members:
-            del self._rooms[name]  # its log and topic stay in the store
+        self._drop_room_if_empty(room, out)
 
     def _announced(self, room: Room) -> bool:
         """Whether joins and leaves of ``room`` are events: not in a big room, where
         announcing each to every member would cost N² (§6.2)."""
-        return len(room.members) < self.config.announce_limit
+        return self.registry.count(room.name) < self.config.announce_limit
 
     def _end(self, s: Session, reason: str, now: float, out: list[Effect]) -> None:
+        if self.config.cluster:
+            rec = self.registry.get(s.token)
+            if rec is None or rec.broker != self.boot:
+                # Its client failed over to another broker, which serves it now
+                # (or ended it there): nothing to announce from here.
+                self._forget(s, out)
+                out.append(Show(f"- {s.nick} moved to another broker"))
+                return
         # First: if the store cannot take it, the session is still whole.
         self.store.set_state(_last_seen(s.nick), repr(now).encode())
         for name in sorted(s.rooms):
             self._part(s, name, reason, now, out)
+        self.registry.release(nick_key(s.nick), s.token)
+        self.registry.drop(s.token)
+        self._forget(s, out)
+        out.append(Show(f"- {s.nick} gone ({reason})"))
+
+    def _forget(self, s: Session, out: list[Effect]) -> None:
+        """Drop ``s`` from this broker's own tables (not from the registry)."""
+        for name in s.rooms:
+            room = self._rooms.get(name)
+            if room is not None:
+                room.members.discard(s)
+                self._drop_room_if_empty(room, out)
+        s.rooms.clear()
         self._by_token.pop(s.token, None)
         self._quietest.pop(s.token, None)
-        self._by_nick.pop(nick_key(s.nick), None)
+        self._unfollow(_inbox(s.nick), out)
         if self._by_peer.get(s.peer) is s:
             del self._by_peer[s.peer]
-        out.append(Show(f"- {s.nick} gone ({reason})"))
 
     def _say(self, peer: bytes, s: Session, req: m.Say, now: float, out: list[Effect]) -> None:
         room = self._rooms.get(req.room)
@@ -629,22 +861,27 @@ class BrokerCore:
         s.active = now
 
     def _tell(self, peer: bytes, s: Session, req: m.Tell, now: float, out: list[Effect]) -> None:
-        target = self._by_nick.get(nick_key(req.to))
-        known = target is not None or self.store.get_state(_inbox(req.to)) is not None
+        target = self._local(req.to)
+        held_by = self.registry.holder(nick_key(req.to)) if target is None else None
+        remote = self.registry.get(held_by) if held_by else None  # on another broker
+        known = target or remote or self.store.get_state(_inbox(req.to)) is not None
         if not known:
             raise ProtocolError("no_such_nick", f"nobody is called {req.to}")
-        to = target.nick if target else req.to
+        to = target.nick if target else remote.nick if remote else req.to
         body = DmRecord(req.id, s.nick, to, req.text, now, req.action).pack()
-        stored = self.store.append(_inbox(req.to), req.id, s.nick, body)
+        log = _inbox(req.to)
+        stored = self.store.append(log, req.id, s.nick, body)
         if stored.duplicate:
             self.counters.duplicates += 1
         else:
             self.counters.dms += 1
-            out.append(Show(f"{s.nick} -> {to} (DM{'' if target else ', stored'})"))
-            if target is not None:
+            online = target or remote
+            out.append(Show(f"{s.nick} -> {to} (DM{'' if online else ', stored'})"))
+            # Another broker's session gets it from the inbox's feed (§6.14).
+            if target is not None and self._in_order(log, stored.seq, out):
                 dm = m.Dm(req.id, s.nick, to, req.text, now, req.action, stored.seq)
                 out.append(Send(target.peer, dm))
-        away = target.away if target is not None else ""
+        away = target.away if target else remote.away if remote else ""
         out.append(Send(s.peer, m.Ack(req.rid, req.id, stored.seq, stored.duplicate, away)))
         s.active = now
 
@@ -664,13 +901,20 @@ class BrokerCore:
 
     def _nick(self, peer: bytes, s: Session, req: m.Nick, now: float, out: list[Effect]) -> None:
         old, new = s.nick, req.nick
-        holder = self._by_nick.get(nick_key(new))
-        if holder is not None and holder is not s:
+        holder = self.registry.holder(nick_key(new))
+        if holder is not None and holder != s.token:
             raise ProtocolError("nick_taken", f"the nick {new} is taken; pick another")
         self._claim(new, s.user)
-        del self._by_nick[nick_key(old)]
+        if self.registry.claim(nick_key(new), s.token) != s.token:
+            raise ProtocolError("nick_taken", f"the nick {new} is taken; pick another")
+        if nick_key(old) != nick_key(new):
+            self.registry.release(nick_key(old), s.token)
+            self._unfollow(_inbox(old), out)
         s.nick = new
-        self._by_nick[nick_key(new)] = s
+        self._save(s)
+        for name in s.rooms:
+            self.registry.enter(name, s.token, Member(new, bool(s.away)))
+        self._follow(_inbox(new), out)
         self._deliver_inbox(s, now, out)
         for name in sorted(s.rooms):
             self._event(name, "nick", old, new, now, out)
@@ -701,12 +945,15 @@ class BrokerCore:
     def _room_list(self, rid: int, s: Session) -> m.RoomList:
         budget = _LIST_BUDGET
         infos: list[m.RoomInfo] = []
-        visible = [r for r in self._rooms.values() if not r.private or r.name in s.rooms]
-        for room in sorted(visible, key=lambda r: r.name):
+        listed = self.registry.rooms(self.config.limits.max_listed_rooms)
+        # Rooms served elsewhere in a cluster have their settings in the store.
+        rooms = [(self._rooms.get(name) or self._load_room(name), n) for name, n in listed]
+        visible = [(r, n) for r, n in rooms if not r.private or r.name in s.rooms]
+        for room, members in visible:
             budget -= len(room.name) + len(room.topic.encode()) + 16
-            if budget < 0 or len(infos) == self.config.limits.max_listed_rooms:
+            if budget < 0:
                 break
-            infos.append(m.RoomInfo(room.name, len(room.members), room.topic))
+            infos.append(m.RoomInfo(room.name, members, room.topic))
         return m.RoomList(rid, infos, len(visible) - len(infos))
 
     # ------------------------------------------------------------ moderation
@@ -736,6 +983,7 @@ class BrokerCore:
         room = self._rooms.get(name)
         if room is None or s not in room.members:
             raise ProtocolError("not_member", f"join #{name} first")
+        self._refresh(room)
         self._require_op(s, room)
         return room
 
@@ -749,7 +997,7 @@ class BrokerCore:
         room.invited |= ids
         room.bans -= ids
         self._save_room(room)
-        target = self._by_nick.get(nick_key(req.nick))
+        target = self._local(req.nick)  # one on another broker sees it on joining
         if target is not None:
             out.append(Send(target.peer, m.Invited(room.name, s.nick)))
         out.append(Show(f"* {s.nick} invited {req.nick} to #{room.name}"))
@@ -757,8 +1005,8 @@ class BrokerCore:
 
     def _kick(self, peer: bytes, s: Session, req: m.Kick, now: float, out: list[Effect]) -> None:
         room = self._live_room_for_op(s, req.room)
-        target = self._by_nick.get(nick_key(req.nick))
-        if target is None or target not in room.members:
+        target = self._member(req.nick, room)
+        if target is None:
             raise ProtocolError("not_member", f"{req.nick} is not in #{room.name}")
         self._remove(s, target, room, req.reason, now, out)
         out.append(Send(s.peer, m.Ok(req.rid)))
@@ -774,22 +1022,45 @@ class BrokerCore:
         else:
             room.bans -= ids
         self._save_room(room)
-        target = self._by_nick.get(nick_key(req.nick))
-        if req.ban and target is not None and target in room.members:
+        target = self._member(req.nick, room) if req.ban else None
+        if target is not None:
             self._remove(s, target, room, "banned", now, out)
         out.append(
             Show(f"* {s.nick} {'banned' if req.ban else 'unbanned'} {req.nick} in #{room.name}")
         )
         out.append(Send(s.peer, m.Ok(req.rid)))
 
+    def _member(self, nick: str, room: Room) -> Session | SessionRecord | None:
+        """The member of ``room`` called ``nick``: a session here, or the record
+        of one on another broker of the cluster."""
+        local = self._local(nick)
+        if local is not None:
+            return local if local in room.members else None
+        holder = self.registry.holder(nick_key(nick))
+        rec = self.registry.get(holder) if holder else None
+        return rec if rec is not None and room.name in rec.rooms else None
+
     def _remove(
-        self, by: Session, target: Session, room: Room, reason: str, now: float, out: list[Effect]
+        self,
+        by: Session,
+        target: Session | SessionRecord,
+        room: Room,
+        reason: str,
+        now: float,
+        out: list[Effect],
     ) -> None:
         if room.private:
-            room.invited -= _ids(target)
+            room.invited -= _ids_of(target.nick, target.user)
             self._save_room(room)
         why = f"by {by.nick}" + (f": {reason}" if reason else "")
-        self._part(target, room.name, why, now, out, kind="kick")
+        if isinstance(target, Session):
+            self._part(target, room.name, why, now, out, kind="kick")
+            return
+        # On another broker: the kick event ends the membership there (§6.14).
+        self._event(room.name, "kick", target.nick, why, now, out)
+        self.registry.leave(room.name, target.token)
+        target.rooms = [r for r in target.rooms if r != room.name]
+        self.registry.put(target)
 
     def _history(
         self, peer: bytes, s: Session, req: m.History, now: float, out: list[Effect]
@@ -823,16 +1094,20 @@ class BrokerCore:
         """
         msg_id = msg_id or uuid.uuid4().hex
         body = RoomRecord(kind, nick, text, now).pack()
-        stored = self.store.append(_room_log(room), msg_id, nick, body)
-        if not stored.duplicate:
+        log = _room_log(room)
+        stored = self.store.append(log, msg_id, nick, body)
+        if not stored.duplicate and self._in_order(log, stored.seq, out):
             event = m.Event.trusted(room, stored.seq, kind, nick, text, now, msg_id)
-            live = self._rooms.get(room)
-            if live is not None and live.private:
-                push = m.PrivateEvent(event)
-                out.extend(Send(member.peer, push) for member in live.members)
-            else:
-                out.append(Publish(event))
+            self._deliver(room, event, out)
         return stored.seq, stored.duplicate
+
+    def _deliver(self, room: str, event: m.Event, out: list[Effect]) -> None:
+        live = self._rooms.get(room)
+        if live is not None and live.private:
+            push = m.PrivateEvent(event)
+            out.extend(Send(member.peer, push) for member in live.members)
+        else:
+            out.append(Publish(event))
 
     def _read(self, room: str, pos: int, limit: int, before: bool) -> list[m.Event]:
         log = _room_log(room)
@@ -876,8 +1151,8 @@ def _event_of(room: str, entry: Entry) -> m.Event:
     return m.Event.trusted(room, entry.seq, kind, nick, text, ts, entry.msg_id)
 
 
-def _nicks(room: Room | None) -> list[str]:
-    return sorted((x.nick for x in room.members), key=str.lower) if room else []
+def _nicks(members: list[Member]) -> list[str]:
+    return sorted((x.nick for x in members), key=str.lower)
 
 
 def _fit_names(names: list[str], budget: int) -> tuple[list[str], int]:

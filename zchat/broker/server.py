@@ -9,6 +9,7 @@ sends and publishes what the core asked for.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -24,11 +25,13 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zchat.broker.auth import DOMAIN, HANDSHAKE_FAILURES, KeyRing, zap_reply
-from zchat.broker.core import BrokerCore, CoreConfig, Effect, Limits, Publish, Send
+from zchat.broker.core import BrokerCore, CoreConfig, Effect, Follow, Limits, Publish, Send
 from zchat.broker.display import Display
 from zchat.broker.doors import DOOR_MARK, Door, DoorRequest
 from zchat.broker.quiet import QuietLog
+from zchat.broker.registry import Registry
 from zchat.clock import steady_wall_clock
+from zchat.cluster.feed import Feed
 from zchat.config import BrokerConfig
 from zchat.keys import load_secret
 from zchat.protocol import ProtocolError, encode
@@ -132,9 +135,16 @@ class BrokerServer:
         out: TextIO | None = None,
         clock: Callable[[], float] | None = None,
         doors: Sequence[Door] = (),
+        registry: Registry | None = None,
+        feed: Feed | None = None,
     ) -> None:
-        """Bind everything; raises zmq.ZMQError (bind) or KeyFileError (CURVE keys)."""
+        """Bind everything; raises zmq.ZMQError (bind) or KeyFileError (CURVE keys).
+
+        ``registry`` and ``feed``: this broker is one of a cluster (§6.14).
+        """
         self.store = store
+        self.registry = registry
+        self.cluster = feed
         self.doors = list(doors)
         self._door_of = {door.prefix: door for door in self.doors}
         level = "warning" if config.quiet else config.log_level
@@ -170,6 +180,7 @@ class BrokerServer:
         self._max_topics = config.max_topics or 1000 + 2 * config.max_clients
         self._trim_at = float("inf")
         self._trims = 0
+        self._feed_fd: int | None = None
         try:
             if self.curve:
                 # The ZAP handler must exist before anything is bound: a CURVE
@@ -216,8 +227,10 @@ class BrokerServer:
                 ),
                 frozenset(nick_key(n) for n in config.admins),
                 config.announce_limit,
+                cluster=feed is not None,
             ),
             clock(),
+            registry=registry,
         )
 
     def _curve(self, sock: zmq.Socket[bytes]) -> None:
@@ -265,6 +278,7 @@ class BrokerServer:
         try:
             self._tick()
             while not self._stopping:
+                self._poll_feed()
                 deadline = min(
                     [self.core.next_deadline(), *(d.next_deadline() for d in doors.values())]
                 )
@@ -283,6 +297,9 @@ class BrokerServer:
                 for fd, door in doors.items():
                     if fd in ready:
                         self._run_requests(door.service(self.clock()))
+                if self.cluster is not None:
+                    # Every wake-up: redis-py may hold read messages in its buffer.
+                    self._read_feed()
                 self._tick()
             self._carry_out(self.core.shutdown(self.failure or "broker stopped"))
         finally:
@@ -292,8 +309,40 @@ class BrokerServer:
             wake_r.close()
             wake_w.close()
 
+    def _poll_feed(self) -> None:
+        """Keep the poller on the feed's current socket (it changes on reconnects)."""
+        if self.cluster is None:
+            return
+        fd = self.cluster.fileno()
+        if fd != self._feed_fd:
+            if self._feed_fd is not None:
+                with contextlib.suppress(KeyError):
+                    self._poller.unregister(self._feed_fd)
+            if fd is not None:
+                self._poller.register(fd, zmq.POLLIN)
+            self._feed_fd = fd
+
+    def _read_feed(self) -> None:
+        """Deliver what the other brokers appended to the logs we follow (§6.14)."""
+        assert self.cluster is not None
+        got = self.cluster.read()
+        if got.problem and (line := self.quiet.note(f"! {got.problem}", self.clock())):
+            self._show(line)
+        core, now = self.core, self.clock()
+        steps: list[Callable[[], list[Effect]]] = [
+            functools.partial(core.arrived, log, e, now) for log, e in got.entries.items()
+        ]
+        if got.synced:
+            steps.append(functools.partial(core.check_heads, got.synced))
+        if steps:
+            self._transact(steps)
+
     def _tick(self) -> None:
         now = self.clock()
+        if self.cluster is not None and not self.cluster.connected:
+            problem = self.cluster.connect()
+            if problem and (line := self.quiet.note(f"! {problem}", now)):
+                self._show(line)
         if time.monotonic() >= self._trim_at:
             # Again a little later: the reaper may still have been freeing.
             self._trim_at = float("inf") if self._trims >= 2 else time.monotonic() + 2.0
@@ -509,6 +558,9 @@ class BrokerServer:
                     self._deliver_to_door(fx)
                 else:
                     self._send(fx)
+            elif isinstance(fx, Follow):
+                if self.cluster is not None and (problem := self.cluster.follow(fx.log, fx.on)):
+                    lines.append(f"! {problem}")
             else:
                 lines.append(fx.line)
         if lines:
@@ -544,6 +596,10 @@ class BrokerServer:
     def close(self) -> None:
         for door in self.doors:
             door.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        if self.registry is not None:
+            self.registry.close()
         if self.monitor is not None:
             self.router.disable_monitor()
             self.monitor.close(linger=0)
