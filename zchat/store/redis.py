@@ -170,7 +170,7 @@ class RedisStore(Store):
 
     def _ready(self) -> None:
         if self._hung:
-            raise StoreUnavailable(f"{self._where}: {self._hung} (waiting for retry())")
+            raise StoreUnavailable(f"{self._where}: {self._hung}; not asked again until it answers")
 
     def _adopt(self, current: bytes | None) -> str:
         """Take ``current`` as the epoch, or if Redis has none, set a new one:
@@ -330,5 +330,9 @@ def redact(url: str) -> str:
 
 
 def _why(exc: redis.RedisError) -> str:
-    """Redis's reason on one line ("Error 111 connecting to ...", "OOM command not allowed")."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """Redis's reason on one line, with its error code ("OOM command not allowed
+    ...", "Error 111 connecting to ...") and without the script's name."""
+    why = " ".join(str(exc).split())
+    why = re.sub(r"\s*script: \w+, on @user_script:\d+\.?$", "", why)
+    code = exc.status_code if isinstance(exc.status_code, str) else ""
+    return " ".join(part for part in (code, why) if part) or type(exc).__name__
