@@ -6,3 +6,33 @@ sessions, presence and the brokers' lives; the feed (``feed.py``) brings each
 broker the appends of the logs it follows, which the broker core delivers in
 order and repairs from the store.
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from zchat.cluster.feed import Feed
+from zchat.cluster.registry import RedisRegistry
+from zchat.store.redis import TIMEOUT, RedisStore, redact
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """What a broker of a cluster runs on, all on one Redis."""
+
+    store: RedisStore
+    registry: RedisRegistry
+    feed: Feed
+
+
+def open_cluster(url: str, prefix: str = "zc:") -> Cluster:
+    """Connect a broker to its cluster's Redis; raises StoreError (one line)."""
+    store = RedisStore(url, prefix)
+    client = redis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    return Cluster(store, RedisRegistry(client, prefix), Feed(url, prefix))
+
+
+def describe(url: str) -> str:
+    return f"cluster {redact(url)}"
