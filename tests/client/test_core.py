@@ -20,6 +20,7 @@ from zchat.client.core import (
     Action,
     ClientCore,
     ConnectSub,
+    Done,
     Output,
     Quit,
     Reconnect,
@@ -27,6 +28,7 @@ from zchat.client.core import (
     Subscribe,
     Unsubscribe,
 )
+from zchat.client.endpoints import Rotation
 from zchat.client.events import (
     Chat,
     DirectLine,
@@ -122,8 +124,8 @@ def joined(
     return m.Joined(join.rid, join.room, topic, list(members), last, list(history))
 
 
-def connect(core: ClientCore, now: float = T0) -> m.Hello:
-    actions = core.connecting(EP, now)
+def connect(core: ClientCore, now: float = T0, endpoint: str = EP) -> m.Hello:
+    actions = core.connecting(endpoint, now)
     first = actions[0]
     assert isinstance(first, Output)
     assert isinstance(first.event, StateChange)
@@ -149,6 +151,7 @@ def handshake(
     last: int = 0,
     history: Iterable[m.Event] = (),
     topic: str = "",
+    endpoint: str = EP,
     **welcome_args: object,
 ) -> list[Action]:
     """HELLO -> WELCOME -> SUB setup -> SYNCED -> JOIN -> JOINED for every room.
@@ -156,7 +159,7 @@ def handshake(
     Returns the actions that followed the JOINED replies (history shown,
     held messages sent, deferred commands sent).
     """
-    hello = connect(core, now)
+    hello = connect(core, now, endpoint)
     rooms = list(core.rooms)
     actions = core.on_direct(welcome(hello.rid, **welcome_args), now)  # type: ignore[arg-type]
     setup = [a for a in actions if not isinstance(a, Output | Request)]
@@ -233,8 +236,7 @@ def test_join_history_size_comes_from_the_constructor() -> None:
 def test_wildcard_pub_host_becomes_the_host_we_connected_to() -> None:
     """§6.1: ``tcp://*:7000`` means "the host you reached the broker on"."""
     core = make_core()
-    core.host = "chat.example.org"
-    hello = connect(core)
+    hello = connect(core, endpoint="tcp://chat.example.org:5555")
     actions = core.on_direct(welcome(hello.rid, pub="tcp://*:7000"), T0)
     assert ConnectSub("tcp://chat.example.org:7000") in actions
     assert core.pub == "tcp://chat.example.org:7000"
@@ -242,8 +244,7 @@ def test_wildcard_pub_host_becomes_the_host_we_connected_to() -> None:
 
 def test_concrete_pub_endpoint_is_used_as_is() -> None:
     core = make_core()
-    core.host = "chat.example.org"
-    hello = connect(core)
+    hello = connect(core, endpoint="tcp://chat.example.org:5555")
     actions = core.on_direct(welcome(hello.rid, pub="tcp://10.0.0.9:7001"), T0)
     assert ConnectSub("tcp://10.0.0.9:7001") in actions
 
@@ -1764,3 +1765,242 @@ def test_connecting_before_any_line_takes_the_default_room() -> None:
 
 def test_new_commands_are_in_help() -> None:
     assert set(HELP) >= {"ignore", "unignore", "whois", "op", "deop", "search"}
+
+
+# ------------------------------------------------ failover across brokers (§6.7)
+
+A, B, C = "tcp://a.example:5555", "tcp://b.example:5555", "tcp://c.example:5555"
+
+
+def brokers(*endpoints: str, **kwargs: object) -> ClientCore:
+    """A core given several brokers, as the transport gives it (nothing connected yet)."""
+    core = make_core(**kwargs)
+    core.rotation = Rotation(endpoints or (A, B, C))
+    return core
+
+
+def dial(core: ClientCore, now: float) -> m.Hello:
+    """What the transport does on Reconnect: a new DEALER at the rotation's endpoint."""
+    return connect(core, now, core.rotation.current)
+
+
+def reconnects(actions: Iterable[Action]) -> bool:
+    return any(isinstance(a, Reconnect) for a in actions)
+
+
+def test_the_first_endpoint_first_and_the_status_names_the_broker() -> None:
+    core = brokers()
+    hello = dial(core, T0)
+    assert core.endpoint == A
+    actions = core.on_direct(welcome(hello.rid), T0)
+    state = shown(actions)[0]
+    assert isinstance(state, StateChange)
+    assert state.text == f"connected to {A} as alice"
+
+
+def test_one_endpoint_says_connected_as_nick_as_before() -> None:
+    core = brokers(A)
+    hello = dial(core, T0)
+    state = shown(core.on_direct(welcome(hello.rid), T0))[0]
+    assert isinstance(state, StateChange) and state.text == "connected as alice"
+
+
+def test_a_lost_broker_means_the_next_endpoint_at_once_with_the_same_session() -> None:
+    """The heartbeat timeout on A: B at once; HELLO resumes with the token; the pub
+    wildcard is B's host; the outbox goes again with the same ids after JOINED."""
+    core = brokers()
+    handshake(core, endpoint=A, last=3, history=[event(3)], pub="tcp://*:7000")
+    assert core.pub == "tcp://a.example:7000"
+    say = the(core.command("are you there?", T0 + 1), m.Say)
+    lost = core.tick(T0 + 1 + TIMEOUT + 1)
+    assert reconnects(lost) and core.rotation.current == B
+
+    t = T0 + 17  # at once: no retry delay before the first try of the next endpoint
+    hello = dial(core, t)
+    assert (core.endpoint, hello.resume) == (B, "s1")
+    actions = core.on_direct(welcome(hello.rid, pub="tcp://*:7000", resumed=True,
+                                     rooms=["lobby"]), t)  # fmt: skip
+    assert ConnectSub("tcp://b.example:7000") in actions
+    state = shown(actions)[0]
+    assert isinstance(state, StateChange) and state.text == f"connected to {B} as alice"
+    join = the(sync(core, actions, t), m.Join)
+    resent = the(core.on_direct(joined(join, last=3), t), m.Say)
+    assert (resent.id, resent.text) == (say.id, say.text)
+
+
+@pytest.mark.parametrize(
+    "lose",
+    [
+        lambda core, t: core.tick(t + TIMEOUT + 1),
+        lambda core, t: core.on_broadcast(m.Shutdown("restart"), t),
+        lambda core, t: core.link_down(t),
+    ],
+    ids=["heartbeat timeout", "shutdown", "link down"],
+)
+def test_every_loss_moves_round_robin(lose: Callable[[ClientCore, float], list[Action]]) -> None:
+    core = brokers()
+    now = T0
+    for expected in (A, B, C, A, B):
+        handshake(core, now, endpoint=core.rotation.current)
+        assert core.endpoint == expected
+        assert reconnects(lose(core, now))
+        now += 20
+
+
+def test_not_registered_tries_the_same_broker_first() -> None:
+    """The broker answered (libzmq had reconnected the DEALER): it is alive."""
+    core = brokers()
+    handshake(core, endpoint=A)
+    say = the(core.command("hi", T0), m.Say)
+    assert reconnects(core.on_direct(m.Error(say.rid, "not_registered", "say HELLO"), T0))
+    assert core.rotation.current == A
+
+
+def test_no_welcome_moves_on_and_the_delay_doubles_once_per_round() -> None:
+    core = brokers()
+    now = T0
+    dial(core, now)
+    tries = []
+    for _ in range(18):
+        delay = core.next_deadline() - now
+        tries.append((core.endpoint, delay))
+        assert core.tick(now + delay - 0.01) == []
+        assert core.tick(now + delay) == [Reconnect("no answer yet")]
+        now += delay
+        dial(core, now)
+    rounds = [2.0, 4.0, 8.0, 16.0, 32.0, 32.0]
+    assert tries == [(ep, d) for d in rounds for ep in (A, B, C)]
+
+
+def test_one_endpoint_retries_as_before() -> None:
+    core = brokers(A)
+    now = T0
+    dial(core, now)
+    for interval in (2.0, 4.0, 8.0, 16.0, 32.0, 32.0):
+        assert core.next_deadline() == now + interval
+        assert core.unreachable(now) == []  # nothing else to try: wait it out
+        assert core.tick(now + interval) == [Reconnect("no answer yet")]
+        now += interval
+        assert dial(core, now) and core.endpoint == A
+
+
+def test_a_refused_endpoint_gives_way_at_once_except_the_last_of_a_round() -> None:
+    core = brokers()
+    dial(core, T0)
+    assert core.unreachable(T0 + 0.1) == [Reconnect(f"nothing answers at {A}")]
+    dial(core, T0 + 0.1)
+    assert core.unreachable(T0 + 0.2) == [Reconnect(f"nothing answers at {B}")]
+    dial(core, T0 + 0.2)
+    assert core.unreachable(T0 + 0.3) == []  # C closes the round: no tight loop
+    assert core.next_deadline() == T0 + 0.2 + 2.0
+    assert core.tick(T0 + 2.2) == [Reconnect("no answer yet")]
+    dial(core, T0 + 2.2)
+    assert (core.endpoint, core.next_deadline()) == (A, T0 + 2.2 + 4.0)  # round 2
+
+
+def test_after_a_loss_the_round_ends_with_the_broker_that_was_lost() -> None:
+    core = brokers()
+    handshake(core, endpoint=A)
+    core.link_down(T0 + 1)
+    for expected in (B, C):
+        dial(core, T0 + 1)
+        assert core.endpoint == expected
+        assert reconnects(core.unreachable(T0 + 1))
+    dial(core, T0 + 1)
+    assert core.endpoint == A and core.unreachable(T0 + 1) == []
+
+
+def test_a_connection_dropped_before_welcome_counts_as_refused() -> None:
+    core = brokers()
+    dial(core, T0)
+    assert reconnects(core.link_down(T0)) and core.rotation.current == B
+
+
+def test_refusals_while_connected_change_nothing() -> None:
+    core = brokers()
+    handshake(core, endpoint=A)
+    assert core.unreachable(T0 + 1) == []
+    assert core.rotation.current == A
+
+
+def test_a_welcome_ends_the_backoff() -> None:
+    core = brokers()
+    now = T0
+    hello = dial(core, now)
+    for _ in range(4):  # a round and one more: the delay is 4 s now
+        now = core.next_deadline()
+        assert reconnects(core.tick(now))
+        hello = dial(core, now)
+    assert core.rotation.delay == 4.0
+    core.on_direct(welcome(hello.rid), now)
+    assert core.rotation.delay == 2.0
+    core.link_down(now + 1)
+    dial(core, now + 1)
+    assert core.next_deadline() == now + 1 + 2.0
+
+
+def test_stats_without_a_session_asks_the_next_broker_when_one_is_silent() -> None:
+    core = brokers(A, B, register=False)
+    core.connecting(core.rotation.current, T0)
+    asked = the(core.ask(m.Stats, T0, tag=7), m.Stats)
+    assert core.next_deadline() == T0 + 2.0
+    assert core.tick(T0 + 2.0) == [Reconnect("no answer yet")]
+    again = the(core.connecting(core.rotation.current, T0 + 2.0), m.Stats)
+    assert again.rid != asked.rid and core.endpoint == B
+    answer = core.on_direct(m.StatsReply(again.rid, T0, T0, 0, 0, []), T0 + 2.1)
+    assert [a.tag for a in answer if isinstance(a, Done)] == [7]
+
+
+def test_stats_without_a_session_skips_a_refusing_broker() -> None:
+    core = brokers(A, B, register=False)
+    core.connecting(core.rotation.current, T0)
+    core.ask(m.Stats, T0, tag=7)
+    assert core.unreachable(T0 + 0.1) == [Reconnect(f"nothing answers at {A}")]
+    assert the(core.connecting(core.rotation.current, T0 + 0.1), m.Stats)
+
+
+def test_stats_with_one_broker_waits_for_it_as_before() -> None:
+    core = brokers(A, register=False)
+    core.connecting(A, T0)
+    core.ask(m.Stats, T0, tag=7)
+    assert core.tick(T0 + 60) == []
+    assert core.next_deadline() == T0 + 3600.0
+
+
+# ---------------------------------------------- BEAT.epoch (§6.7): a reset store
+
+
+def test_a_beat_with_another_epoch_reconnects_to_the_same_broker_and_starts_over() -> None:
+    """A shared store was reset under a running broker: its BEATs carry the new
+    epoch. The client takes it as a lost connection, tries the same endpoint
+    first, and the new WELCOME's epoch resets its positions with the notice."""
+    core = brokers()
+    handshake(core, endpoint=A, last=40, history=[event(40)])
+    clock = iter([T0 + 1, T0 + 1.5, T0 + 2, T0 + 2.5])  # the injected clock
+    assert core.on_broadcast(m.Beat(1, T0, "e1"), next(clock)) == []
+    assert core.on_broadcast(m.Beat(2, T0, ""), next(clock)) == []  # an older broker
+    lost = core.on_broadcast(m.Beat(3, T0, "e2"), next(clock))
+    assert reconnects(lost)
+    state = shown(lost)[0]
+    assert isinstance(state, StateChange) and state.state == "reconnecting"
+    assert "history was reset" in state.text
+    assert core.rotation.current == A  # the broker is fine: same endpoint first
+
+    now = next(clock)
+    hello = dial(core, now)
+    assert core.endpoint == A and hello.resume == "s1"
+    actions = core.on_direct(welcome(hello.rid, epoch="e2", resumed=True, rooms=["lobby"]), now)
+    problems = [e.text for e in shown(actions) if isinstance(e, Problem)]
+    assert problems == ["the broker's history was reset; positions start over"]
+    assert core.rooms["lobby"].last == 0 and core.epoch == "e2"
+    join = the(sync(core, actions, now), m.Join)
+    assert join.history == 20  # positions start over: the room's history again
+    after = core.on_direct(joined(join, last=2, history=[event(1), event(2)]), now)
+    assert chat_texts(after) == ["line 1", "line 2"]
+    assert core.on_broadcast(m.Beat(4, T0, "e2"), now + 1) == []
+
+
+def test_a_beat_with_another_epoch_on_one_broker_reconnects_too() -> None:
+    core = ready()
+    assert reconnects(core.on_broadcast(m.Beat(1, T0, "e9"), T0 + 1))
+    assert core.state == "reconnecting"

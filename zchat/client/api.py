@@ -29,6 +29,7 @@ client's own codes below)::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import zmq.asyncio
 import zchat
 from zchat.client import events as ui
 from zchat.client.core import Action, ClientCore, Done, Failed, Tag, mentions
+from zchat.client.endpoints import split_endpoints
 from zchat.client.events import RoomInfo as RoomInfo
 from zchat.client.state import ConnectionState as ConnectionState
 from zchat.client.transport import Transport
@@ -277,13 +279,14 @@ class WhoisInfo:
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    """A broker's counters (``zchat.stats()``)."""
+    """A broker's counters (``zchat.stats()``); ``endpoint``: the broker that answered."""
 
     started: float
     time: float
     clients: int
     rooms: int
     counters: dict[str, int]
+    endpoint: str = ""
 
     @property
     def uptime(self) -> float:
@@ -352,7 +355,7 @@ class Chat:
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         *,
         nick: str,
         rooms: Iterable[str] = (),
@@ -369,7 +372,8 @@ class Chat:
     ) -> None:
         """See ``connect()``. ``on_ui`` and ``core`` are for the client's own
         front ends (the terminal UI and the line modes)."""
-        self.endpoint = endpoint
+        #: The brokers to try, in order (raises ValueError for none or an empty one).
+        self.endpoints = split_endpoints(endpoint)
         self.timeout = timeout
         try:
             self._keys = ClientKeys.load(curve_key or "", curve_server_key or "")
@@ -387,8 +391,9 @@ class Chat:
         self._last_problem = ""
         self._connected: asyncio.Future[None] | None = None
         self.transport = Transport(
-            self.core, endpoint, self._show, keys=self._keys, on_result=self._answer, ctx=context
-        )
+            self.core, self.endpoints, self._show, keys=self._keys, on_result=self._answer,
+            ctx=context,
+        )  # fmt: skip
         self._run: asyncio.Task[int] | None = None
         self.exit_code: int | None = None
 
@@ -440,8 +445,9 @@ class Chat:
         except TimeoutError:
             await self._give_up(joins)
             raise ConnectTimeout(
-                "timeout", f"no answer from a broker at {self.endpoint} in {self.timeout:g}s"
-            ) from None
+                "timeout", f"no answer from a broker at {_listed(self.endpoints)} in "
+                f"{self.timeout:g}s",
+            ) from None  # fmt: skip
         except BaseException:
             await self._give_up(joins)
             raise
@@ -502,6 +508,11 @@ class Chat:
     def nick(self) -> str:
         """Your nick now (the broker may have changed its case)."""
         return self.core.nick
+
+    @property
+    def endpoint(self) -> str:
+        """The broker endpoint connected to now (or tried next) among ``endpoints``."""
+        return self.transport.endpoint
 
     @property
     def state(self) -> ConnectionState:
@@ -706,7 +717,7 @@ class Chat:
 
 
 def connect(
-    endpoint: str,
+    endpoint: str | Sequence[str],
     *,
     nick: str,
     rooms: Iterable[str] = (),
@@ -719,6 +730,11 @@ def connect(
     context: zmq.asyncio.Context | None = None,
 ) -> Chat:
     """A session with the broker at ``endpoint``, as ``nick``, in ``rooms``.
+
+    ``endpoint``: one broker, or several to fail over between, as a comma-separated
+    str (``"tcp://a:5555,tcp://b:5555"``) or a sequence. The session connects to
+    the first; when it loses its broker it moves to the next (round robin),
+    resumes there and resends what was not acknowledged (docs/protocol.md §6.7).
 
     ``async with connect(...) as chat`` connects, registers and joins (raising
     AuthFailed, ConnectTimeout or Refused), and leaves cleanly at the end.
@@ -748,7 +764,7 @@ class SendReport:
 
 
 async def send_lines(
-    endpoint: str,
+    endpoint: str | Sequence[str],
     nick: str,
     room: str,
     texts: Sequence[str],
@@ -758,7 +774,8 @@ async def send_lines(
     timeout: float = 10.0,
 ) -> SendReport:
     """Say each non-blank text in ``room``, in order, pipelined through the outbox's
-    window; a text the rules refuse is skipped and reported, the rest sent."""
+    window; a text the rules refuse is skipped and reported, the rest sent.
+    Several endpoints are tried in order until one answers."""
     numbered = [(n, t) for n, t in enumerate(texts, start=1) if t.strip()]
     seqs: list[int] = []
     refused: list[tuple[int, ChatError]] = []
@@ -782,7 +799,7 @@ async def send_lines(
 
 
 def send(
-    endpoint: str,
+    endpoint: str | Sequence[str],
     room: str,
     text: str | Iterable[str],
     *,
@@ -803,13 +820,15 @@ def send(
 
 
 async def fetch_stats(
-    endpoint: str,
+    endpoint: str | Sequence[str],
     *,
     curve_key: str | None = None,
     curve_server_key: str | None = None,
     timeout: float = 10.0,
 ) -> Stats:
-    """A broker's counters, without registering a session (STATS needs none)."""
+    """A broker's counters, without registering a session (STATS needs none).
+    Several endpoints are tried in order until one answers; ``Stats.endpoint``
+    says which."""
     chat = Chat(endpoint, nick="stats", curve_key=curve_key, curve_server_key=curve_server_key,
                 timeout=timeout, events=False, register=False)  # fmt: skip
     run = chat.begin()
@@ -820,17 +839,19 @@ async def fetch_stats(
             asking.add_done_callback(lambda done: done.cancelled() or done.exception())
             await asyncio.wait({asking, run}, return_when=asyncio.FIRST_COMPLETED)
             if asking.done():
-                return asking.result()
+                return dataclasses.replace(asking.result(), endpoint=chat.endpoint)
             asking.cancel()
             raise chat._end_error()
     except TimeoutError:
-        raise ConnectTimeout("timeout", f"no answer from a broker at {endpoint}") from None
+        raise ConnectTimeout(
+            "timeout", f"no answer from a broker at {_listed(chat.endpoints)}"
+        ) from None
     finally:
         await chat._abort()
 
 
 def stats(
-    endpoint: str,
+    endpoint: str | Sequence[str],
     *,
     curve_key: str | None = None,
     curve_server_key: str | None = None,
@@ -842,6 +863,10 @@ def stats(
 
 
 T = TypeVar("T")
+
+
+def _listed(endpoints: Sequence[str]) -> str:
+    return ", ".join(endpoints)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+from zchat.client.endpoints import Rotation, endpoint_host
 from zchat.client.events import (
     AwayIs,
     Chat,
@@ -285,8 +286,13 @@ class ClientCore:
         self.pub = ""
         self.heartbeat = 5.0
         self.timeout = 15.0
-        #: The host the DEALER connects to: replaces a wildcard in WELCOME.pub.
+        #: The endpoint the DEALER connects to, and its host: the host replaces
+        #: a wildcard in WELCOME.pub.
+        self.endpoint = ""
         self.host = "127.0.0.1"
+        #: The broker endpoints to try, the one tried now and the retry delay
+        #: (§6.7); the transport sets it from its list and connects where it says.
+        self.rotation = Rotation()
         self.outbox: OrderedDict[str, _Queued] = OrderedDict()
         self.quitting = False
         self.quit_wait = quit_wait
@@ -297,7 +303,6 @@ class ClientCore:
         self._rid = 0
         self._link = _Link()
         self._later: list[_Later] = []
-        self._retry = 2.0  # seconds before a HELLO is tried again; doubles to 32
         # Ids of DMs shown lately: an unconfirmed DM comes again after a reconnect.
         self._dm_ids: OrderedDict[str, None] = OrderedDict()
         #: room -> the last seq shown before we left it: a rejoin shows only what is newer.
@@ -322,9 +327,12 @@ class ClientCore:
         self.state = self.state.check(new)
 
     def connecting(self, endpoint: str, now: float) -> list[Action]:
-        """The transport (re)created its DEALER: say HELLO, resuming if we can."""
+        """The transport (re)created its DEALER, connected to ``endpoint`` (the
+        rotation's current one): say HELLO, resuming if we can."""
         again = self.state in (CS.CONNECTED, CS.RECONNECTING)
         self._move(CS.RECONNECTING if again else CS.CONNECTING)
+        self.endpoint = endpoint
+        self.host = endpoint_host(endpoint)
         redo = [p for p in self._link.pending.values() if _redo_after_reconnect(p)]
         self._link = _Link(unsent=OrderedDict.fromkeys(self.outbox))
         self._link.last_rx = self._link.last_beat_rx = self._link.last_tx = now
@@ -335,7 +343,12 @@ class ClientCore:
         text = f"connecting to {endpoint} ..."
         connecting = Output(StateChange(self.state, text, len(self.outbox)))
         if not self.register:
-            return [connecting]
+            # No session to wait for: what was asked on the last connection goes now.
+            later, self._later = self._later, []
+            asked: list[Action] = [connecting]
+            for item in later:
+                asked.append(self._request(item.build(self._next_rid()), now, item.show, item.tag))
+            return asked
         return [
             connecting,
             self._request(
@@ -358,15 +371,21 @@ class ClientCore:
         """Heartbeats (§6.7): ping when idle, give up on a silent broker."""
         link = self._link
         if not self.register:
-            return []  # no session to keep alive; the caller bounds the wait
+            # No session to keep alive; the caller bounds the wait. With several
+            # brokers, one that does not answer in time gives way to the next.
+            waited = now - link.last_tx
+            if len(self.rotation) > 1 and link.pending and waited >= self.rotation.delay:
+                self.rotation.failed()
+                return [Reconnect("no answer yet")]
+            return []
         if self.quitting and now >= self._quit_by:
             left = len(self.outbox)
             why = f"{left} message(s) were not acknowledged" if left else "no answer to BYE"
             return [Output(Problem(f"gave up waiting: {why}")), Quit(1)]
         if self.state != CS.CONNECTED:
-            if now - link.last_tx < self._retry:
+            if now - link.last_tx < self.rotation.delay:
                 return []
-            self._retry = min(self._retry * 2, 32.0)
+            self.rotation.failed()  # the next endpoint; a longer delay after a round
             return [Reconnect("no answer yet")]
         if now - link.last_rx > self.timeout:
             return self._lost("the broker stopped answering", now)
@@ -382,9 +401,11 @@ class ClientCore:
     def next_deadline(self) -> float:
         link = self._link
         if not self.register:
+            if len(self.rotation) > 1 and link.pending:
+                return link.last_tx + self.rotation.delay
             return link.last_tx + 3600.0
         if self.state != CS.CONNECTED:
-            soonest = link.last_tx + self._retry
+            soonest = link.last_tx + self.rotation.delay
         else:
             soonest = min(link.last_tx + self.heartbeat, link.last_rx + self.timeout)
             if link.hold_until:
@@ -401,19 +422,35 @@ class ClientCore:
         """The transport saw the DEALER's TCP connection drop (the broker died or the
         network went): reconnect now rather than wait out the heartbeat timeout."""
         if self.state != CS.CONNECTED:
-            return []
+            return self.unreachable(now)  # dropped before its WELCOME: as if refused
         return self._lost("the connection to the broker dropped", now, broker_gone=True)
+
+    def unreachable(self, now: float) -> list[Action]:
+        """The transport saw the endpoint of this try refuse the connection (nothing
+        listens there): try the next endpoint at once. Not after the last try of a
+        round: that one waits out the retry delay (libzmq keeps knocking meanwhile),
+        so a list of dead brokers is never tried in a tight loop (§6.7)."""
+        if self.state not in (CS.CONNECTING, CS.RECONNECTING) or self.rotation.last_in_round:
+            return []
+        gone = self.endpoint
+        self.rotation.failed()
+        return [Reconnect(f"nothing answers at {gone}")]
 
     def close(self) -> None:
         """The transport stopped for good."""
         self._move(CS.CLOSED)
 
-    def _lost(self, why: str, now: float, broker_gone: bool = False) -> list[Action]:
+    def _lost(
+        self, why: str, now: float, broker_gone: bool = False, same: bool = False
+    ) -> list[Action]:
         """``broker_gone``: the broker process went away (it said so, or its TCP
         connection closed), rather than a silent link: the next JOINs are rejoins
-        (§6.2), which a freshly restarted broker does not announce."""
+        (§6.2), which a freshly restarted broker does not announce. The next try
+        goes to the next endpoint, at once; ``same``: the broker is there (it
+        answered), so to this endpoint first (§6.7)."""
         if self.quitting and self._link.bye_sent:
             return [Quit(0)]  # we were leaving anyway; the broker ends the session
+        self.rotation.lost(same=same)
         if not self._boot:  # a broker too old to say which process it is: guess
             self._rejoin = broker_gone
         self._move(CS.RECONNECTING)
@@ -927,6 +964,11 @@ class ClientCore:
             return self._on_event(msg, now)
         if isinstance(msg, m.Beat):
             self._link.last_beat_rx = now
+            if msg.epoch and self.epoch and msg.epoch != self.epoch and self.state == CS.CONNECTED:
+                # The broker's (shared) store was reset under a running broker: a
+                # new session there brings the new epoch in its WELCOME, and
+                # with it the reset of our positions (§6.1, §6.7).
+                return self._lost("the broker's history was reset", now, same=True)
             return []
         if isinstance(msg, m.Synced):
             rooms = self._link.syncs.pop(msg.token, None)
@@ -982,7 +1024,9 @@ class ClientCore:
             if not self.rooms:
                 self.rooms[room] = RoomView(room)
                 self.current = room
-        state = StateChange(CS.CONNECTED, f"connected as {msg.nick}", len(self.outbox))
+        # With several brokers to choose from, say which one took us.
+        where = f" to {self.endpoint}" if len(self.rotation.endpoints) > 1 else ""
+        state = StateChange(CS.CONNECTED, f"connected{where} as {msg.nick}", len(self.outbox))
         actions.append(Output(state))
         pub = msg.pub
         if pub.startswith("tcp://*:"):
@@ -991,7 +1035,7 @@ class ClientCore:
             self.pub = pub
             actions.append(ConnectSub(pub))
         actions.append(Subscribe(m.CONTROL_TOPIC))
-        self._retry = 2.0
+        self.rotation.welcomed()
         actions += self._start_joins(list(self.rooms), now)
         if self.away is not None and not msg.resumed:  # away ends with a session (§6.13)
             text = self.away or "away"
@@ -1144,7 +1188,7 @@ class ClientCore:
             # stays in the outbox or is asked again.
             if self.state != CS.CONNECTED:
                 return []
-            return self._lost("the broker no longer knows this connection", now)
+            return self._lost("the broker no longer knows this connection", now, same=True)
         if err.retry_after > 0:
             return self._wait_and_retry(pending, err, now)
         if row.on_refused is not None:

@@ -11,13 +11,17 @@ and runs on the caller's asyncio loop: a gateway holds a thousand sessions in
 one process. A socket monitor on the DEALER reports a refused handshake (and
 a missing CURVE setup) at once, and a dropped TCP connection before the
 heartbeat timeout would.
+
+Given several broker endpoints, it connects each new DEALER to the one the
+core's rotation names (zchat/client/endpoints.py): the next one after a lost
+broker, or after one the monitor saw refuse the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 import zmq
@@ -37,6 +41,8 @@ from zchat.client.core import (
     Subscribe,
     Unsubscribe,
 )
+from zchat.client.endpoints import Rotation, split_endpoints
+from zchat.client.endpoints import endpoint_host as endpoint_host
 from zchat.client.events import Problem, UiEvent
 from zchat.client.state import ConnectionState
 from zchat.clock import steady_wall_clock
@@ -67,19 +73,13 @@ def shared_context() -> zmq.asyncio.Context:
     return _context
 
 
-def endpoint_host(endpoint: str) -> str:
-    """The host part of ``tcp://host:port`` (brackets kept for IPv6)."""
-    rest = endpoint.partition("://")[2]
-    return rest.rpartition(":")[0] or "127.0.0.1"
-
-
 class Transport:
     """Runs one client session until the core says Quit; returns the exit code."""
 
     def __init__(
         self,
         core: ClientCore,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         on_event: Callable[[UiEvent], None],
         clock: Callable[[], float] | None = None,
         keys: ClientKeys | None = None,
@@ -89,11 +89,12 @@ class Transport:
         self.core = core
         self.keys = keys
         self.monitor: zmq.asyncio.Socket | None = None
-        self.endpoint = endpoint
+        #: The brokers to try, in order (``"tcp://a:5555,tcp://b:5555"`` or a list).
+        self.endpoints = split_endpoints(endpoint)
+        core.rotation = Rotation(self.endpoints)
         self.on_event = on_event
         self.on_result = on_result or (lambda result: None)
         self.clock = clock or steady_wall_clock()
-        core.host = endpoint_host(endpoint)
         self.ctx = ctx or shared_context()
         self.dealer: zmq.asyncio.Socket | None = None
         self.sub: zmq.asyncio.Socket | None = None
@@ -128,6 +129,11 @@ class Transport:
     def apply(self, call: Callable[[float], list[Action]]) -> None:
         """Run a core call (given the time now) and carry out its actions."""
         self._apply(call(self.clock()))
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint connected to now, or tried next."""
+        return self.core.rotation.current
 
     @property
     def running(self) -> bool:
@@ -189,9 +195,10 @@ class Transport:
         self._failed_handshakes = 0
         self.monitor = self.dealer.get_monitor_socket(MONITORED)
         self._spawn(self._read_monitor(self.monitor))
-        self.dealer.connect(self.endpoint)
+        endpoint = self.endpoint
+        self.dealer.connect(endpoint)
         self._spawn(self._read_dealer(self.dealer))
-        self._apply(self.core.connecting(self.endpoint, self.clock()))
+        self._apply(self.core.connecting(endpoint, self.clock()))
 
     def _close_monitor(self) -> None:
         if self.monitor is not None and self.dealer is not None:
@@ -268,6 +275,8 @@ class Transport:
                 self._handshake = "ok"
             elif event == zmq.EVENT_CONNECT_RETRIED and self._handshake is None:
                 self._handshake = "unreachable"
+                if self._leaving is None:  # else the quit below ends it all
+                    self._apply(self.core.unreachable(self.clock()))
             elif event == zmq.EVENT_DISCONNECTED and self._handshake == "ok":
                 self._handshake = None
                 self._apply(self.core.link_down(self.clock()))
