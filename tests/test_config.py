@@ -338,6 +338,50 @@ def test_bad_endpoint_in_file_names_file_and_key(tmp_path: Path) -> None:
     assert "pub" in text
 
 
+def test_several_endpoints_comma_separated_from_flag_and_environment() -> None:
+    """Issue 13: a client's brokers, tried in order; spaces after commas are fine."""
+    two = "tcp://a.example:5555,tcp://b.example:5555"
+    assert load(ClientConfig, flags={"connect": two}, env={}).connect == two
+    spaced = "tcp://a.example:5555, tcp://b.example:5555"
+    assert load(ClientConfig, env={"ZCHAT_CONNECT": spaced}).connect == two
+
+
+def test_several_endpoints_as_a_toml_list_or_string(tmp_path: Path) -> None:
+    listed = write(tmp_path, '[client]\nconnect = ["tcp://a:1", "tcp://b:2"]\n', "l.toml")
+    assert load(ClientConfig, listed, env={}).connect == "tcp://a:1,tcp://b:2"
+    joined = write(tmp_path, '[client]\nconnect = "tcp://a:1,tcp://b:2"\n', "s.toml")
+    assert load(ClientConfig, joined, env={}).connect == "tcp://a:1,tcp://b:2"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('["tcp://a:1", "tcp://b"]', "endpoint 2 of 2: 'tcp://b' is not a ZeroMQ endpoint"),
+        ('"tcp://a:1,,tcp://b:2"', "endpoint 2 of 3: '' is not a ZeroMQ endpoint"),
+        ('"tcp://a:1,"', "endpoint 2 of 2: '' is not"),
+        ('["tcp://a:1", 5]', "expected a string or a non-empty list of strings"),
+        ("[]", "expected a string or a non-empty list of strings"),
+    ],
+)
+def test_a_bad_endpoint_in_a_list_names_file_key_and_which(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    path = write(tmp_path, f"[client]\nconnect = {value}\n")
+    text = error_of(ClientConfig, path, env={})
+    assert text.startswith(f"{path}: [client] connect: ")
+    assert problem in text
+
+
+def test_only_connect_takes_a_list(tmp_path: Path) -> None:
+    path = write(tmp_path, '[broker]\nbind = ["tcp://a:1", "tcp://b:2"]\n')
+    assert "expected str, got list" in error_of(BrokerConfig, path, env={})
+
+
+def test_a_bad_endpoint_in_the_environment_list_names_the_variable() -> None:
+    text = error_of(ClientConfig, env={"ZCHAT_CONNECT": "tcp://a:1,tcp://b:99999"})
+    assert text == "environment ZCHAT_CONNECT: endpoint 2 of 2: port 99999 out of range 1-65535"
+
+
 def test_port_in_non_ascii_digits_is_rejected() -> None:
     """BUG: the port pattern is ``\\d+``, which matches any Unicode digit, and
     int() accepts them, so 'tcp://host:５５５５' (fullwidth) passes validation

@@ -74,6 +74,7 @@ def main() -> None:
 @click.option("--metrics", help="Serve Prometheus metrics on HOST:PORT [off].")
 @click.option("--irc", help="Let IRC clients in on HOST:PORT [off].")
 @click.option("--web", help="Serve the web chat page on HOST:PORT [off].")
+@click.option("--cluster", help="Share rooms with other brokers via redis://HOST:PORT/DB [off].")
 def broker(config_file: str | None, **flags: Any) -> None:
     """Run the broker: it relays rooms and direct messages and shows the traffic."""
     import dataclasses
@@ -86,12 +87,22 @@ def broker(config_file: str | None, **flags: Any) -> None:
         raise click.ClickException(str(exc)) from None
     import zmq
 
+    from zchat.broker.registry import Registry
     from zchat.broker.server import BrokerServer, is_local
+    from zchat.cluster import describe, open_cluster
+    from zchat.cluster.feed import Feed
     from zchat.keys import KeyFileError
-    from zchat.store import SQLiteStore, StoreError
+    from zchat.store import SQLiteStore, Store, StoreError
 
+    store: Store
+    registry: Registry | None = None
+    feed: Feed | None = None
     try:
-        store = SQLiteStore(cfg.store)
+        if cfg.cluster:  # the store, the registry and the feed all on one Redis
+            cluster = open_cluster(cfg.cluster)
+            store, registry, feed = cluster.store, cluster.registry, cluster.feed
+        else:
+            store = SQLiteStore(cfg.store)
     except StoreError as exc:
         raise click.ClickException(str(exc)) from None
     room = _open_files_for(cfg.max_clients)
@@ -113,7 +124,7 @@ def broker(config_file: str | None, **flags: Any) -> None:
         store.close()
         raise click.ClickException(str(exc)) from None
     try:
-        server = BrokerServer(cfg, store, doors=doors)
+        server = BrokerServer(cfg, store, doors=doors, registry=registry, feed=feed)
     except zmq.ZMQError as exc:
         for door in doors:
             door.close()
@@ -132,7 +143,8 @@ def broker(config_file: str | None, **flags: Any) -> None:
         )
     click.echo(
         f"zchat broker {__version__}: clients connect to {server.endpoint}, "
-        f"broadcast on {server.pub_endpoint}, store {cfg.store} ({security})",
+        f"broadcast on {server.pub_endpoint}, "
+        f"{describe(cfg.cluster) if cfg.cluster else 'store ' + cfg.store} ({security})",
     )
     for door in doors:
         click.echo(door.describe())
@@ -168,7 +180,11 @@ def broker(config_file: str | None, **flags: Any) -> None:
 
 @main.command()
 @_config_option
-@click.option("--connect", help="Broker endpoint [tcp://127.0.0.1:5555].")
+@click.option(
+    "--connect",
+    help="Broker endpoint; several comma-separated: the next one when a broker is lost "
+    "[tcp://127.0.0.1:5555].",
+)
 @click.option("--nick", help="Your nick [your login name].")
 @click.option(
     "--room",
@@ -265,7 +281,10 @@ def _chat_error(exc: Exception) -> click.ClickException:
 
 @main.command()
 @_config_option
-@click.option("--connect", help="Broker endpoint [tcp://127.0.0.1:5555].")
+@click.option(
+    "--connect",
+    help="Broker endpoint; several comma-separated: tried in order [tcp://127.0.0.1:5555].",
+)
 @click.option("--nick", help="Nick to send as [your login name + '-send'].")
 @click.option("--room", required=True, help="Room to say it in.")
 @click.option("--timeout", "wait", type=float, help="Seconds to wait for the broker [10].")
@@ -303,7 +322,10 @@ def send(config_file: str | None, text: str | None, **flags: Any) -> None:
 
 @main.command()
 @_config_option
-@click.option("--connect", help="Broker endpoint [tcp://127.0.0.1:5555].")
+@click.option(
+    "--connect",
+    help="Broker endpoint; several comma-separated: tried in order [tcp://127.0.0.1:5555].",
+)
 @click.option("--timeout", "wait", type=float, help="Seconds to wait for the broker [10].")
 @click.option("--json", "json_mode", is_flag=True, help="One JSON object instead of a table.")
 def stats(config_file: str | None, json_mode: bool, **flags: Any) -> None:
@@ -336,7 +358,7 @@ def stats(config_file: str | None, json_mode: bool, **flags: Any) -> None:
         return
     hours, rest = divmod(int(uptime), 3600)
     click.echo(
-        f"broker at {cfg.connect}: up {hours}h{rest // 60:02d}m{rest % 60:02d}s, "
+        f"broker at {reply.endpoint or cfg.connect}: up {hours}h{rest // 60:02d}m{rest % 60:02d}s, "
         f"{reply.clients} clients, {reply.rooms} rooms"
     )
     for name, value in reply.counters.items():

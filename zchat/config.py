@@ -46,6 +46,26 @@ def _endpoint(value: str) -> str:
     return value
 
 
+def _redis_url(value: str) -> str:
+    scheme = value.partition("://")[0]
+    if scheme not in ("redis", "rediss", "unix") or "://" not in value:
+        raise ValueError(f"{value!r} is not a Redis URL (redis://host:port/db)")
+    return value
+
+
+def _endpoints(value: str) -> str:
+    """Several endpoints, comma-separated (a client's brokers, tried in order)."""
+    parts = re.split(r"\s*,\s*", value)
+    for n, part in enumerate(parts, start=1):
+        try:
+            _endpoint(part)
+        except ValueError as exc:
+            if len(parts) == 1:
+                raise
+            raise ValueError(f"endpoint {n} of {len(parts)}: {exc}") from None
+    return ",".join(parts)
+
+
 def _optional_endpoint(value: str) -> str:
     return value and _endpoint(value)
 
@@ -140,12 +160,17 @@ class BrokerConfig:
     web_tls_cert: str = ""  # PEM certificate chain: the web door speaks HTTPS
     web_tls_key: str = ""
     accounts: str = ""  # password file (zchat passwd) for IRC and web logins
+    # A cluster (docs/deploy.md): brokers sharing rooms through one Redis; the
+    # store then lives there, not in `store`.
+    cluster: str = ""  # redis://[:password@]host:port/db; "" for a single broker
 
 
 @dataclass(frozen=True)
 class ClientConfig:
     """Everything ``zchat client`` and ``zchat send`` need."""
 
+    #: One broker endpoint, or several comma-separated (a TOML file may give a
+    #: list): the client connects to the first and fails over to the next.
     connect: str = DEFAULT_ENDPOINT
     nick: str = dataclasses.field(default_factory=default_nick)
     room: str = "lobby"
@@ -160,7 +185,7 @@ class ClientConfig:
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "bind": _endpoint,
     "pub": _optional_endpoint,
-    "connect": _endpoint,
+    "connect": _endpoints,
     "heartbeat": _positive,
     "timeout": _positive,
     "wait": _positive,
@@ -175,12 +200,16 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "metrics": lambda v: v and _host_port(v),
     "irc": lambda v: v and _host_port(v),
     "web": lambda v: v and _host_port(v),
+    "cluster": lambda v: v and _redis_url(v),
     "burst": _count,
     "admins": lambda nicks: tuple(_protocol_check(check_nick)(n) for n in nicks),
     "history": _history,
     "nick": _protocol_check(check_nick),
     "room": _protocol_check(normalize_room),
 }
+
+#: str keys a TOML file may also give as a list of strings, joined with commas.
+_JOINED = frozenset({"connect"})
 
 C = TypeVar("C", BrokerConfig, ClientConfig)
 _KINDS: dict[str, type] = {
@@ -218,6 +247,12 @@ def _coerce(kind: type, value: Any, from_text: bool) -> Any:
     if type(value) is not kind:
         raise ValueError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def _joined(values: list[Any]) -> str:
+    if not values or not all(type(v) is str for v in values):
+        raise ValueError(f"expected a string or a non-empty list of strings, got {values!r}")
+    return ",".join(values)
 
 
 def load(
@@ -263,6 +298,8 @@ def explain(
     values: dict[str, Any] = {}
     for key, (value, where, is_text) in given.items():
         try:
+            if key in _JOINED and type(value) is list:
+                value = _joined(value)
             value = _coerce(kinds[key], value, is_text)
             check = _CHECKS.get(key)
             values[key] = check(value) if check else value
