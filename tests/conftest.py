@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 import zmq
 
-from tests.procs import Broker, Proc
+from tests.procs import Broker, Proc, start_brokers
 
 if TYPE_CHECKING:
     from tests.redis_server import RedisServer
@@ -29,6 +29,17 @@ def broker(tmp_path: Path, procs: list[Proc]) -> Broker:
     b = Broker(tmp_path, "--heartbeat", "0.5", "--timeout", "3")
     procs.append(b)
     return b
+
+
+@pytest.fixture
+def several_brokers(tmp_path: Path, procs: list[Proc]) -> Callable[..., list[Broker]]:
+    """Start ``n`` brokers, each with its own store: ``several_brokers(2, "--heartbeat", "0.5")``
+    (tests.procs.start_brokers); stopped at the end of the test."""
+
+    def start(n: int, *extra: str, env: dict[str, str] | None = None) -> list[Broker]:
+        return start_brokers(tmp_path, n, *extra, env=env, started=procs)
+
+    return start
 
 
 @pytest.fixture

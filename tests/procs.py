@@ -158,6 +158,33 @@ class Broker(Proc):
         self.wait_for("clients connect to")
 
 
+def start_brokers(
+    tmp: Path,
+    n: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    started: list[Proc] | None = None,
+) -> list[Broker]:
+    """``n`` single brokers, each in its own directory ``tmp/broker{i}`` with its own
+    SQLite store and a free port; ``extra`` goes to every one (short heartbeats,
+    or a shared ``--store`` for a cluster: the last flag wins). Each is appended
+    to ``started`` as soon as it runs, so a failing start leaks nothing."""
+    brokers = []
+    for i in range(n):
+        folder = tmp / f"broker{i}"
+        folder.mkdir(exist_ok=True)
+        broker = Broker(folder, *extra, env=env)
+        if started is not None:
+            started.append(broker)
+        brokers.append(broker)
+    return brokers
+
+
+def endpoints(brokers: list[Broker]) -> str:
+    """The brokers' endpoints as ``--connect`` takes several: comma-separated, in order."""
+    return ",".join(b.endpoint for b in brokers)
+
+
 def raw_session(
     ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, nick: str
 ) -> tuple[zmq.Socket[bytes], m.Welcome]:
