@@ -167,7 +167,7 @@ def start_brokers(
 ) -> list[Broker]:
     """``n`` single brokers, each in its own directory ``tmp/broker{i}`` with its own
     SQLite store and a free port; ``extra`` goes to every one (short heartbeats,
-    or a shared ``--store`` for a cluster: the last flag wins). Each is appended
+    or ``--cluster URL`` for brokers sharing a Redis). Each is appended
     to ``started`` as soon as it runs, so a failing start leaks nothing."""
     brokers = []
     for i in range(n):
