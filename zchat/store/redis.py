@@ -131,7 +131,6 @@ class RedisStore(Store):
     """
 
     def __init__(self, url: str, prefix: str = "zc:", *, timeout: float = TIMEOUT) -> None:
-        self.url = url
         self.prefix = prefix
         self._where = f"store {redact(url)}"
         self._epoch_key = f"{prefix}epoch"
@@ -145,8 +144,9 @@ class RedisStore(Store):
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 # One immediate reconnect: a pooled connection that Redis closed
-                # (it restarted) fails once, and a fresh one works. A timeout is
-                # not retried: it would double the wait on a hung Redis.
+                # (it restarted) fails once, and a fresh one works. Safe for every
+                # write here (the append dedupes by id). A timeout is not retried:
+                # it would double the wait on a hung Redis.
                 retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             )
         except ValueError as exc:  # not a redis://, rediss:// or unix:// URL
