@@ -289,3 +289,20 @@ def test_a_reset_store_starts_positions_over_and_registers_everyone_again() -> N
     beats = [fx.msg for fx in c["A"].out if isinstance(fx, Publish) and isinstance(fx.msg, m.Beat)]
     assert beats[-1].epoch == "new-epoch"
     assert c.registry.holder("alice") is not None and c.registry.count("dev") == 2
+
+
+def test_a_log_that_goes_back_under_the_same_epoch_gets_a_new_epoch() -> None:
+    """Redis lost its last writes (appendfsync everysec, a host crash) but kept
+    its epoch: the next append reuses a seq clients have seen; a new epoch
+    makes them start over rather than drop the new messages."""
+    c = two_in_dev()
+    c.say("A", A1, "dev", "one")
+    c.carry()
+    log = c.store._logs["#dev"]
+    log.last -= 1  # the store forgets "one"
+    log.entries.pop()
+    renewed: list[str] = []
+    c.store.renew_epoch = lambda seen: renewed.append(seen)  # type: ignore[method-assign]
+    c.say("B", B1, "dev", "two")  # lands at seq 3 again
+    assert renewed == [c.store.epoch]
+    assert (3, "msg", "bob") not in c["B"].published("dev")

@@ -1444,6 +1444,18 @@ def test_while_the_store_fails_writes_are_refused_and_reads_served(h: Harness) -
     assert h.say(A, "dev", "after").expect(m.Ack).seq == 3
 
 
+def test_reads_refused_while_the_store_is_down_do_not_put_off_its_retry(h: Harness) -> None:
+    """A shared store refuses reads too; each refusal must not push the next
+    retry later, or a busy broker would never try the store again."""
+    h.core.store_failed(h.now, "down")
+    due = h.core.store_retry_at
+    for later in (0.2, 0.5, 0.9):
+        h.core.store_failed(h.now + later, "a read failed")
+        assert h.core.store_retry_at == due
+    h.core.store_failed(due, "the retry failed")  # the retry itself: try again later
+    assert h.core.store_retry_at > due
+
+
 def test_a_resume_is_served_while_the_store_fails(h: Harness) -> None:
     w = h.hello(A, "alice")
     h.core.store_failed(h.now, "full")

@@ -171,3 +171,29 @@ def test_redis_restarted_empty_is_a_new_epoch_and_clients_are_told(
         person.wait_for(r"^-- joined #dev", timeout=LONG)
     bob.send("after the reset")
     alice.wait_for("after the reset", timeout=LONG)
+
+
+def test_redis_unavailable_refuses_sends_and_they_arrive_once_when_it_is_back(
+    tmp_path: Path, procs: list[Proc], redis_server: Any
+) -> None:
+    """Redis hung (SIGSTOP) then back: sends are refused as retryable meanwhile,
+    kept in the outbox, and every message arrives once; clients stay connected."""
+    a, b = brokers(tmp_path, procs, redis_server.url, 2)
+    recv = json_client(procs, b.endpoint, "recv", "dev")
+    send = json_client(procs, a.endpoint, "send", "dev")
+    expected = {f"m{n:03d}" for n in range(200)}
+    send.send(*sorted(expected)[:100])
+    wait_chat_count(recv, 100)
+    redis_server.pause()
+    try:
+        send.send(*sorted(expected)[100:])
+        send.wait_for("store_unavailable|cannot store", timeout=LONG)
+        time.sleep(3)
+    finally:
+        redis_server.resume()
+    send.close_stdin()
+    assert send.wait_exit(LONG) == 0, "\n".join(send.lines[-20:])
+    wait_chat_count(recv, len(expected))
+    recv.drain(0.5)
+    assert_exactly_once_in_order(recv, expected)
+    assert not any('"reconnecting' in line for line in recv.lines)

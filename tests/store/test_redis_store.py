@@ -280,6 +280,29 @@ def test_hung_redis_costs_one_timeout_then_calls_fail_at_once(
     assert store.append("#dev", "m2", "alice", b"2").seq == 2
 
 
+def test_retry_probes_a_hung_redis_briefly(
+    make_store: MakeStore, redis_server: RedisServer
+) -> None:
+    store = make_store()  # 2 s per call: the probe must not wait that long
+    redis_server.pause()
+    try:
+        began = time.monotonic()
+        assert store.retry() is False
+        assert time.monotonic() - began < 1.0
+    finally:
+        redis_server.resume()
+    assert store.retry() is True
+
+
+def test_renew_epoch_replaces_only_the_epoch_it_was_told(make_store: MakeStore) -> None:
+    a, b = make_store(), make_store()
+    seen = a.epoch
+    a.renew_epoch(seen)
+    assert a.epoch != seen
+    b.renew_epoch(seen)  # too late: a renewed it already; b adopts a's
+    assert b.epoch == a.epoch
+
+
 def _out_of_memory(client: redis.Redis) -> Callable[[], None]:
     client.config_set("maxmemory", 1)  # below what Redis uses: every write refused
     return lambda: client.config_set("maxmemory", 0)

@@ -359,12 +359,20 @@ class BrokerCore:
             head = self._heads.get(log)
             if head is None:
                 continue
-            if last < head:  # the log went back (a reset store): follow from there
-                self._heads[log] = last
+            if last < head:
+                self._went_back(log, last)
             elif last > head:
                 self._in_order(log, last + 1, out)  # fills head+1 .. last
                 self._heads[log] = last
         return out
+
+    def _went_back(self, log: str, last: int) -> None:
+        """A followed log went back under the same epoch: the shared store lost
+        its last writes, and the positions clients hold may now name other
+        messages. A new epoch makes everyone start over (§6.14)."""
+        self._heads[log] = last
+        if self.store.epoch == self._epoch:
+            self.store.renew_epoch(self._epoch)
 
     def _cluster_beat(self, now: float, out: list[Effect]) -> None:
         """Every heartbeat: say this broker lives, end the sessions of brokers
@@ -378,7 +386,7 @@ class BrokerCore:
         """The shared store came back empty (a new epoch): positions start over,
         and the registry forgot everyone here; tell it again (§6.14)."""
         self._epoch = self.store.epoch
-        self._heads = dict.fromkeys(self._heads, 0)
+        self._heads.update(self.store.heads(list(self._heads)))
         for s in self._by_token.values():
             self.registry.claim(nick_key(s.nick), s.token)
             self._save(s)
@@ -521,9 +529,12 @@ class BrokerCore:
         if first:
             self.store_health = StoreHealth.REFUSING
             self._store_failed_at = now
-        # Try again soon at first, then less often: 1 s doubling to 16 s.
-        down_for = now - self._store_failed_at
-        self.store_retry_at = now + min(16.0, max(1.0, down_for))
+        # Try again soon at first, then less often: 1 s doubling to 16 s. A
+        # request refused meanwhile (a read, with a shared store) is no reason
+        # to try later.
+        if first or now >= self.store_retry_at:
+            down_for = now - self._store_failed_at
+            self.store_retry_at = now + min(16.0, max(1.0, down_for))
         if not first:
             return []
         return [Show(f"! store failing, refusing writes until it recovers: {why}")]
@@ -1096,9 +1107,13 @@ class BrokerCore:
         body = RoomRecord(kind, nick, text, now).pack()
         log = _room_log(room)
         stored = self.store.append(log, msg_id, nick, body)
-        if not stored.duplicate and self._in_order(log, stored.seq, out):
+        if stored.duplicate:
+            pass
+        elif self._in_order(log, stored.seq, out):
             event = m.Event.trusted(room, stored.seq, kind, nick, text, now, msg_id)
             self._deliver(room, event, out)
+        else:  # a new entry at a position delivered before
+            self._went_back(log, stored.seq)
         return stored.seq, stored.duplicate
 
     def _deliver(self, room: str, event: m.Event, out: list[Effect]) -> None:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
-
 from zchat.cluster.feed import Feed
 from zchat.cluster.registry import RedisRegistry
-from zchat.store.redis import TIMEOUT, RedisStore, redact
+from zchat.store.redis import RedisStore, redact
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +28,7 @@ class Cluster:
 def open_cluster(url: str, prefix: str = "zc:") -> Cluster:
     """Connect a broker to its cluster's Redis; raises StoreError (one line)."""
     store = RedisStore(url, prefix)
-    client = redis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
-    return Cluster(store, RedisRegistry(client, prefix), Feed(url, prefix))
+    return Cluster(store, RedisRegistry(store.client, prefix, health=store), Feed(url, prefix))
 
 
 def describe(url: str) -> str:

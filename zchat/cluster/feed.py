@@ -124,7 +124,12 @@ class Feed:
                     break
                 log = msg["channel"][self._skip :].decode()
                 if msg["type"] == "message":
-                    got.entries.setdefault(log, []).append(decode_feed(msg["data"]))
+                    try:
+                        entry = decode_feed(msg["data"])
+                    except ValueError as exc:  # not published by a zchat store
+                        got.problem = f"dropped a message on {log}'s feed: {exc}"
+                        continue
+                    got.entries.setdefault(log, []).append(entry)
                 elif msg["type"] == "subscribe" and log:
                     got.synced.append(log)
         except (redis.ConnectionError, redis.TimeoutError) as exc:

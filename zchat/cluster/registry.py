@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, NoReturn, Protocol, cast
 
 import msgpack
 import redis
@@ -61,56 +61,75 @@ return n
 """
 
 
-@contextmanager
-def unavailable_on_error(what: str) -> Iterator[None]:
-    """Redis failures as the broker's retryable ``StoreUnavailable``."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StoreUnavailable(f"{what}: Redis is unreachable: {exc}") from exc
-    except redis.ResponseError as exc:  # OOM, READONLY, LOADING ...
-        raise StoreUnavailable(f"{what}: Redis refused: {exc}") from exc
+class Health(Protocol):
+    """Whether Redis answers, shared with the store on the same Redis
+    (``RedisStore``): once a call timed out, every call fails at once until
+    the store's ``retry()`` reaches Redis again."""
+
+    def ready(self) -> None: ...
+
+    def fail(self, exc: redis.RedisError) -> NoReturn: ...
+
+
+class _OwnHealth:
+    def ready(self) -> None:
+        pass
+
+    def fail(self, exc: redis.RedisError) -> NoReturn:
+        raise StoreUnavailable(f"Redis: {' '.join(str(exc).split())}") from exc
 
 
 class RedisRegistry(Registry):
     """The registry of a cluster's brokers, kept in one Redis database."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "zc:") -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str = "zc:", health: Health | None = None
+    ) -> None:
         self._r = client
         self._p = prefix
+        self._health = health or _OwnHealth()
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._put = client.register_script(_PUT)
         self._drop = client.register_script(_DROP)
         self._presence = client.register_script(_PRESENCE)
 
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Redis failures as the broker's retryable ``StoreUnavailable``."""
+        self._health.ready()
+        try:
+            yield
+        except redis.RedisError as exc:
+            self._health.fail(exc)
+
     def claim(self, key: str, token: str) -> str:
-        with unavailable_on_error("claiming a nick"):
+        with self._guard():
             return _text(self._claim(keys=[self._p + "nick:" + key], args=[token]))
 
     def release(self, key: str, token: str) -> None:
-        with unavailable_on_error("releasing a nick"):
+        with self._guard():
             self._release(keys=[self._p + "nick:" + key], args=[token])
 
     def holder(self, key: str) -> str | None:
-        with unavailable_on_error("looking up a nick"):
+        with self._guard():
             held = self._r.get(self._p + "nick:" + key)
         return None if held is None else _text(held)
 
     def put(self, rec: SessionRecord) -> None:
-        with unavailable_on_error("saving a session"):
+        with self._guard():
             self._put(
                 keys=[self._p + "sess:" + rec.token],
                 args=[self._p, rec.token, rec.pack(), rec.broker],
             )
 
     def get(self, token: str) -> SessionRecord | None:
-        with unavailable_on_error("looking up a session"):
+        with self._guard():
             raw = self._r.hget(self._p + "sess:" + token, "data")
         return None if raw is None else SessionRecord.unpack(cast(bytes, raw))
 
     def drop(self, token: str) -> None:
-        with unavailable_on_error("ending a session"):
+        with self._guard():
             self._drop(keys=[self._p + "sess:" + token], args=[self._p, token])
 
     def enter(self, room: str, token: str, member: Member) -> int:
@@ -122,20 +141,20 @@ class RedisRegistry(Registry):
 
     def _set_presence(self, room: str, token: str, packed: bytes) -> int:
         keys = [self._p + "room:" + room, self._p + "rooms"]
-        with unavailable_on_error("updating presence"):
+        with self._guard():
             return int(self._presence(keys=keys, args=[token, packed, room]))
 
     def members(self, room: str) -> list[Member]:
-        with unavailable_on_error("listing members"):
+        with self._guard():
             packed = self._r.hvals(self._p + "room:" + room)
         return [Member(*msgpack.unpackb(raw)) for raw in cast(list[bytes], packed)]
 
     def count(self, room: str) -> int:
-        with unavailable_on_error("counting members"):
+        with self._guard():
             return int(self._r.hlen(self._p + "room:" + room))
 
     def rooms(self, limit: int) -> list[tuple[str, int]]:
-        with unavailable_on_error("listing rooms"):
+        with self._guard():
             names = [_text(n) for n in self._r.zrange(self._p + "rooms", 0, limit - 1)]
             pipe = self._r.pipeline(transaction=False)
             for name in names:
@@ -144,7 +163,7 @@ class RedisRegistry(Registry):
         return [(name, int(n)) for name, n in zip(names, counts, strict=True) if n]
 
     def alive(self, broker: str, ttl: float) -> None:
-        with unavailable_on_error("renewing this broker's life"):
+        with self._guard():
             pipe = self._r.pipeline(transaction=False)
             pipe.set(self._p + "alive:" + broker, b"1", px=max(1, int(ttl * 1000)))
             pipe.sadd(self._p + "brokers", broker)
@@ -152,7 +171,7 @@ class RedisRegistry(Registry):
 
     def orphans(self, broker: str) -> list[SessionRecord]:
         p = self._p
-        with unavailable_on_error("looking for dead brokers"):
+        with self._guard():
             brokers = [_text(b) for b in self._r.smembers(p + "brokers") if _text(b) != broker]
             pipe = self._r.pipeline(transaction=False)
             for b in brokers:

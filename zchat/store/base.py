@@ -113,6 +113,11 @@ class Store(abc.ABC):
         pending. Raises ``StoreLost`` if the store cannot go on at all."""
         return True
 
+    def renew_epoch(self, seen: str) -> None:  # noqa: B027 - optional hook
+        """A log went back under epoch ``seen`` (a shared store lost its last
+        writes): replace the epoch unless that was done already. A single
+        broker's store does nothing: its clients handle a restored backup."""
+
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise ``StoreLost`` if the store can no longer work (cheap; called
         about once a second)."""

@@ -92,6 +92,15 @@ return {seq, 0}
 #: Times an append adopts a new epoch and tries again before giving up (each
 #: adoption is another broker's or a Redis reset's doing, so twice is already rare).
 _ADOPTIONS = 3
+#: Seconds the probe of a hung Redis waits (``retry()``): the loop stalls this
+#: long per try, not TIMEOUT.
+PROBE_TIMEOUT = 0.25
+#: Replace the epoch if it is still the one a broker saw (KEYS: epoch; ARGV:
+#: seen, new).
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) end
+return 0
+"""
 
 
 def feed_channel(prefix: str, log: str) -> bytes:
@@ -157,20 +166,44 @@ class RedisStore(Store):
             self._redis.close()
             raise StoreError(f"{self._where}: cannot use Redis: {_why(exc)}") from None
         self._append = self._redis.register_script(_APPEND)
+        self._renew = self._redis.register_script(_RENEW)
+        #: Asks whether a hung Redis answers again, without hanging as long.
+        self._probe = redis.Redis.from_url(
+            url, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
 
     # ------------------------------------------------------------ helpers
 
     def _key(self, kind: str, log: str) -> str:
         return f"{self.prefix}{kind}:{log}"
 
-    def _fail(self, exc: redis.RedisError) -> NoReturn:
+    @property
+    def client(self) -> redis.Redis:
+        """The connection pool, for the cluster's registry on the same Redis."""
+        return self._redis
+
+    def fail(self, exc: redis.RedisError) -> NoReturn:
+        """Raise ``StoreUnavailable`` for a failed call; after a timeout every
+        call (of this store, and of the registry sharing it) fails at once
+        until ``retry()`` reaches Redis again."""
         if isinstance(exc, redis.TimeoutError):
             self._hung = _why(exc)
         raise StoreUnavailable(f"{self._where}: {_why(exc)}") from None
 
-    def _ready(self) -> None:
+    def ready(self) -> None:
+        """Raise ``StoreUnavailable`` at once while Redis is known to hang."""
         if self._hung:
             raise StoreUnavailable(f"{self._where}: {self._hung}; not asked again until it answers")
+
+    def renew_epoch(self, seen: str) -> None:
+        """Replace epoch ``seen`` with a new one, unless another broker did
+        already: a log went back under an unchanged epoch (Redis lost its last
+        writes in a crash with ``appendfsync everysec``), so positions clients
+        hold may name other messages now (§6.14)."""
+        self._call(self._renew, [self._epoch_key], [seen, uuid.uuid4().hex])
+        found = self._call(self._redis.get, self._epoch_key)
+        self.epoch = bytes(found or b"").decode("utf-8", "replace")
 
     def _adopt(self, current: bytes | None) -> str:
         """Take ``current`` as the epoch, or if Redis has none, set a new one:
@@ -187,7 +220,7 @@ class RedisStore(Store):
     # -------------------------------------------------------------- writes
 
     def append(self, log: str, msg_id: str, sender: str, body: bytes) -> Appended:
-        self._ready()
+        self.ready()
         keys = [self._epoch_key, *(self._key(kind, log) for kind in ("log", "seq", "ids"))]
         channel = feed_channel(self.prefix, log)
         try:
@@ -200,15 +233,15 @@ class RedisStore(Store):
                 # Not our epoch: Redis came back empty, or another broker saw it first.
                 self._adopt(flag)
         except redis.RedisError as exc:
-            self._fail(exc)
+            self.fail(exc)
         raise StoreUnavailable(f"{self._where}: the epoch keeps changing")
 
     def set_state(self, log: str, value: bytes) -> None:
-        self._ready()
+        self.ready()
         try:
             self._redis.hset(self._state_key, log, value)
         except redis.RedisError as exc:
-            self._fail(exc)
+            self.fail(exc)
         self.writes += 1
 
     @contextmanager
@@ -274,11 +307,11 @@ class RedisStore(Store):
 
     def _call(self, command: Callable[..., Any], *args: Any) -> Any:
         """Run one redis-py command; StoreUnavailable if Redis does not answer."""
-        self._ready()
+        self.ready()
         try:
             return command(*args)
         except redis.RedisError as exc:
-            self._fail(exc)
+            self.fail(exc)
 
     # ------------------------------------------------------------ health
 
@@ -286,6 +319,7 @@ class RedisStore(Store):
         """True once Redis takes writes again (a write that changes nothing:
         ``SET epoch NX``); adopts a new epoch if Redis came back empty."""
         try:
+            self._probe.set(self._epoch_key, uuid.uuid4().hex, nx=True)
             self._adopt(None)
         except redis.RedisError:
             return False
@@ -303,11 +337,14 @@ class RedisStore(Store):
             current = found if isinstance(found, bytes) else None  # (bytes: no decode_responses)
             if current != self.epoch.encode():
                 self._adopt(current)
+        except redis.TimeoutError as exc:
+            self._hung = _why(exc)  # the next call fails at once; retry() probes
         except redis.RedisError:
             pass
 
     def close(self) -> None:
         self._redis.close()
+        self._probe.close()
 
 
 def _entries(rows: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
