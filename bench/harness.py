@@ -379,6 +379,21 @@ class Harness:
         self._listening(proc, port)
         return proc, port
 
+    def redis(self) -> tuple[Proc, str]:
+        """redis-server on a free loopback port for a zchat cluster, persisting
+        as docs/deploy.md advises (AOF, fsync every second); returns it and its URL."""
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise BenchError("redis-server is not installed (apt-get install redis-server)")
+        port = free_port()
+        folder = self.tmp / f"redis-{port}"
+        folder.mkdir()
+        args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+                "--save", "", "--appendonly", "yes", "--appendfsync", "everysec"]  # fmt: skip
+        proc = self.start("redis-server", args)
+        self._listening(proc, port)
+        return proc, f"redis://127.0.0.1:{port}/0"
+
     def nats(self) -> tuple[Proc, int]:
         """nats-server on a free loopback port, tuned like the others: a deep
         per-client buffer before a subscriber counts as slow (``max_pending``,

@@ -142,25 +142,43 @@ def pubsub(
     window: int = 5_000,
     prefix: tuple[str, ...] = (),
     recv_profile: str | None = None,
+    brokers: int = 0,
 ) -> dict[str, Any]:
     """Senders into one room/topic, ``receivers`` subscribers of it.
 
     ``rate`` 0: as fast as the system takes them (zchat: at most ``window``
     unacknowledged SAYs). Otherwise ``rate`` messages/s in total, round robin
     over the senders. Returns deliveries/s, delivered/expected, latencies.
+    ``brokers`` N > 0 (zchat only): N brokers on one Redis (a cluster); the
+    sender talks to the first, the receiver processes to each in turn, and
+    the server CPU is the brokers' together (Redis's is ``redis_cpu``).
     """
     tag = secrets.token_hex(3)
     started: list[Proc] = []
     timeout = sizes.case_timeout
+    redis: Proc | None = None
     try:
-        server, keys = start_server(h, system, store, prefix=prefix, heartbeat=sizes.heartbeat)
-        started.append(server)
+        if brokers:
+            redis, url = h.redis()
+            started.append(redis)
+            servers = []
+            for _ in range(brokers):
+                extra = ("--heartbeat", str(sizes.heartbeat), "--cluster", url)
+                proc, endpoint = h.zchat_broker("unused", extra=extra, prefix=prefix)
+                started.append(proc)
+                servers.append((proc, {"system": ZCHAT, "endpoint": endpoint}))
+        else:
+            server_keys = start_server(h, system, store, prefix=prefix, heartbeat=sizes.heartbeat)
+            started.append(server_keys[0])
+            servers = [server_keys]
+        server, keys = servers[0]
         base = {**keys, "tag": tag, "size": 100, "deadline": timeout + 30}
         recvs: list[Proc] = []
         first = 0
         for k, count in enumerate(_split(receivers, sizes.recv_procs)):
-            spec = {**base, "mode": "recv", "clients": count, "first": first, "nick": "r",
-                    "expect": messages, "senders": senders}  # fmt: skip
+            where = servers[k % len(servers)][1]
+            spec = {**base, **where, "mode": "recv", "clients": count, "first": first,
+                    "nick": "r", "expect": messages, "senders": senders}  # fmt: skip
             if latency:
                 spec["latency_file"] = str(h.tmp / f"lat-{tag}-{k}.bin")
             if recv_profile and k == 0:  # the first receiver process under cProfile
@@ -179,7 +197,8 @@ def pubsub(
         if system == PROXY:  # PUB/SUB has no handshake: probe until all hear all
             sender.send("PROBE")
             h.wait(lambda: all(r.probed for r in recvs), timeout, "probes heard", workers)
-        cpu0 = cpu_seconds(server.pid)
+        cpu0 = sum(cpu_seconds(p.pid) for p, _ in servers)
+        redis0 = cpu_seconds(redis.pid) if redis else 0.0
         for p in (*recvs, sender):
             p.send("GO")
         h.wait(lambda: sender.result is not None, timeout, f"{system} sender done", workers)
@@ -210,7 +229,8 @@ def pubsub(
             if r.result is None:
                 r.send("STOP")
         h.wait(lambda: all(r.result is not None for r in recvs), 30, "receiver results", recvs)
-        cpu = cpu_seconds(server.pid) - cpu0
+        cpu = sum(cpu_seconds(p.pid) for p, _ in servers) - cpu0
+        redis_cpu = cpu_seconds(redis.pid) - redis0 if redis else 0.0
         rss = rss_bytes(server.pid)
     finally:
         h.stop_all(started)
@@ -242,6 +262,9 @@ def pubsub(
         "send_cpu": s["cpu"],
         "server_rss": rss,
     }
+    if brokers:
+        out["brokers"] = brokers
+        out["redis_cpu"] = redis_cpu
     if system == ZCHAT and s.get("t_last_ack"):
         out["acks_per_s"] = s["acked"] / max(s["t_last_ack"] - t0, 1e-9)
         out.update({k: s[k] for k in ("ack_p50", "ack_p99", "ack_max", "lag") if k in s})
