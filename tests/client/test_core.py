@@ -999,6 +999,28 @@ def test_a_client_merely_behind_its_queue_fetches_nothing() -> None:
     assert not [r for r in reqs(late) if isinstance(r, m.History)]
 
 
+def test_a_client_still_reading_a_long_queue_fetches_nothing_until_it_ran_dry() -> None:
+    """Issue 12: a receiver more than a heartbeat behind its SUB queue has not
+    lost the tail: it fetches only once the transport read the queue empty after
+    the PONG and the head is still ahead."""
+    core = make_core()
+    handshake(core, last=2, history=[event(2)])
+    core.sub_drained(T0)
+    ping = the(core.tick(T0 + HEARTBEAT), m.Ping)
+    assert core.on_direct(m.Pong(ping.rid, T0, 1, [m.Head("lobby", 500)]), T0 + HEARTBEAT) == []
+    for seq in range(3, 100):  # busy: the queue never runs dry this heartbeat
+        core.on_broadcast(event(seq), T0 + HEARTBEAT + 1)
+    ping = the(core.tick(T0 + 2 * HEARTBEAT + 1), m.Ping)
+    busy = core.on_direct(m.Pong(ping.rid, T0, 2, [m.Head("lobby", 500)]), T0 + 2 * HEARTBEAT + 1)
+    assert not [r for r in reqs(busy) if isinstance(r, m.History)]
+    core.sub_drained(T0 + 2 * HEARTBEAT + 2)  # read empty: 100..500 are not coming
+    core.on_broadcast(m.Beat(3, T0 + 3 * HEARTBEAT), T0 + 3 * HEARTBEAT)
+    ping = the(core.tick(T0 + 3 * HEARTBEAT + 2), m.Ping)
+    lost = core.on_direct(m.Pong(ping.rid, T0, 3, [m.Head("lobby", 500)]), T0 + 3 * HEARTBEAT + 2)
+    fetch = the(lost, m.History)
+    assert (fetch.after, fetch.limit) == (99, min(401, fetch.limit))
+
+
 def test_hello_names_the_registration_and_a_new_boot_makes_joins_rejoins() -> None:
     """§6.1, §6.2: HELLO carries the same id on every try; a WELCOME from another
     broker process (a restart) makes the JOINs that follow rejoins."""

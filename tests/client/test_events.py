@@ -253,24 +253,47 @@ def test_an_ambiguous_failed_handshake_is_a_verdict_only_when_it_repeats() -> No
 
 
 def test_a_busy_reader_lets_the_loop_run_other_sessions() -> None:
-    """Queued messages come back as finished futures, which never yield: the
-    transport's readers hand the loop over every FAIR_BATCH messages."""
+    """A socket with a long queue is read FAIR_BATCH messages at a time, the loop
+    running everything else in between: a busy session must not starve the
+    other sessions of the process, their timers and the application. And every
+    message is read, though zmq's FD signals the queue only once."""
     import asyncio
 
-    from zchat.client.transport import FAIR_BATCH, _fair
+    import zmq
 
-    async def main() -> int:
+    from zchat.client.core import ClientCore
+    from zchat.client.transport import FAIR_BATCH, Transport
+
+    total = 10 * FAIR_BATCH
+
+    async def main() -> tuple[int, int]:
+        ctx = zmq.Context.instance()
+        pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+        pull.bind("inproc://fair-reader")
+        push.connect("inproc://fair-reader")
+        for i in range(total):
+            push.send(b"%d" % i)
+        got: list[bytes] = []
         ran_at: list[int] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def handle(frames: list[bytes]) -> None:
+            got.append(frames[0])
+            if len(got) == total:
+                done.set_result(None)
 
         async def other() -> None:
-            ran_at.append(count)
+            ran_at.append(len(got))
 
-        count, read = 0, 0
+        transport = Transport(ClientCore("alice", "dev"), "tcp://127.0.0.1:1", print)
+        transport._watch(pull, handle)
         task = asyncio.create_task(other())
-        while not ran_at and count < 10 * FAIR_BATCH:
-            read = await _fair(read)
-            count += 1
+        await asyncio.wait_for(done, 10)
         await task
-        return ran_at[0]
+        transport._close(pull)
+        push.close(linger=0)
+        return ran_at[0], len(set(got))
 
-    assert asyncio.run(main()) <= FAIR_BATCH + 1
+    first_turn, distinct = asyncio.run(main())
+    assert first_turn <= FAIR_BATCH
+    assert distinct == total

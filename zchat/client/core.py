@@ -24,6 +24,7 @@ by mistake. Replies are dispatched through ``_ROWS``, one row per request type.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import secrets
 import uuid
@@ -182,9 +183,11 @@ class RoomView:
     #: Joined on an earlier connection: a JOIN after a reconnect is a rejoin (§6.2).
     was_joined: bool = False
     #: The room's head in the last PONG, if it was ahead of ``last``: only if the
-    #: next PONG finds us still behind it is the tail really lost (§6.7). Until
-    #: then its events may simply wait in our SUB queue.
+    #: next PONG finds us still behind it, and our SUB queue ran dry in between,
+    #: is the tail really lost (§6.7). Until then its events may simply wait in
+    #: our SUB queue.
     behind: int = 0
+    behind_at: float = 0.0  # when that PONG came
 
     def disconnected(self) -> None:
         """The connection is gone: nothing of this room is joined or in flight."""
@@ -242,6 +245,9 @@ class _Link:
     last_rx: float = 0.0  # when the DEALER last heard from the broker
     last_beat_rx: float = 0.0  # when the SUB last heard a BEAT
     last_tx: float = 0.0
+    #: When the SUB queue was last read empty (None: the transport does not say,
+    #: and every PONG is taken as coming after a drained queue).
+    drained_at: float | None = None
 
 
 class ClientCore:
@@ -910,9 +916,13 @@ class ClientCore:
             view = self.rooms.get(head.room)
             if view is None or not view.joined:
                 continue
-            if view.behind > view.last:  # still behind a whole heartbeat later: lost
+            drained = self._link.drained_at
+            if view.behind > view.last and (drained is None or drained >= view.behind_at):
+                # Still behind a heartbeat later, though the SUB queue ran dry
+                # meanwhile: the tail was lost, not merely queued.
                 actions += self._advance(view, view.behind, now)
             view.behind = head.last if head.last > view.last else 0
+            view.behind_at = now
         return actions
 
     def _on_names(self, pending: _Pending, msg: m.Names, now: float) -> list[Action]:
@@ -953,6 +963,11 @@ class ClientCore:
 
     def _on_bye_ok(self, pending: _Pending, msg: m.Ok, now: float) -> list[Action]:
         return [Quit(0)]
+
+    def sub_drained(self, now: float) -> None:
+        """The transport read the SUB queue empty: whatever a PONG said was ahead
+        of us before now is not waiting there (§6.7)."""
+        self._link.drained_at = now
 
     def on_broadcast(self, msg: m.Broadcast, now: float) -> list[Action]:
         """A message received on the SUB socket."""
@@ -1385,5 +1400,13 @@ def _to_ui(ev: m.Event, me: str, history: bool) -> UiEvent:
 
 def mentions(text: str, nick: str) -> bool:
     """Whether ``text`` names ``nick`` as a word: ``bob:`` and ``@Bob`` do, ``bobcat`` does not."""
+    # Most messages do not contain the nick at all: a substring test decides those.
+    return nick.lower() in text.lower() and _mention_pattern(nick).search(text) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _mention_pattern(nick: str) -> re.Pattern[str]:
+    """Compiled once per nick: a process with many sessions has many nicks, more
+    than the re module's own cache holds."""
     pattern = rf"(?<![A-Za-z0-9_.\-]){re.escape(nick)}(?![A-Za-z0-9_\-]|\.[A-Za-z0-9_])"
-    return re.search(pattern, text, re.IGNORECASE) is not None
+    return re.compile(pattern, re.IGNORECASE)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
@@ -96,8 +97,9 @@ class Transport:
         self.on_result = on_result or (lambda result: None)
         self.clock = clock or steady_wall_clock()
         self.ctx = ctx or shared_context()
-        self.dealer: zmq.asyncio.Socket | None = None
-        self.sub: zmq.asyncio.Socket | None = None
+        self.dealer: zmq.Socket[bytes] | None = None
+        self.sub: zmq.Socket[bytes] | None = None
+        self._readers: dict[zmq.Socket[bytes], int] = {}  # socket -> the FD the loop watches
         self._subs: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._done: asyncio.Future[int] | None = None
@@ -165,15 +167,17 @@ class Transport:
         self._close_monitor()
         for sock in (self.dealer, self.sub):
             if sock is not None:
-                sock.close(linger=0)
+                self._close(sock)
         self.dealer = self.sub = None
         if self.core.state != ConnectionState.CLOSED:
             self.core.close()
 
     # ------------------------------------------------------------- sockets
 
-    def _socket(self, kind: int) -> zmq.asyncio.Socket:
-        sock = self.ctx.socket(kind)
+    def _socket(self, kind: int) -> zmq.Socket[bytes]:
+        # A plain socket, read from the loop's own selector (_watch): zmq.asyncio
+        # costs a future and several callbacks per message.
+        sock: zmq.Socket[bytes] = zmq.Socket(self.ctx, kind)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IPV6, 1)
         sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -193,11 +197,12 @@ class Transport:
         # silence until the heartbeat timeout: watch for both.
         self._handshake = None
         self._failed_handshakes = 0
-        self.monitor = self.dealer.get_monitor_socket(MONITORED)
+        # The pair's other end comes from our (asyncio) context: read as a coroutine.
+        self.monitor = cast("zmq.asyncio.Socket", self.dealer.get_monitor_socket(MONITORED))
         self._spawn(self._read_monitor(self.monitor))
         endpoint = self.endpoint
         self.dealer.connect(endpoint)
-        self._spawn(self._read_dealer(self.dealer))
+        self._watch(self.dealer, self._on_dealer)
         self._apply(self.core.connecting(endpoint, self.clock()))
 
     def _close_monitor(self) -> None:
@@ -210,18 +215,92 @@ class Transport:
         self._close_monitor()
         for sock in (self.dealer, self.sub):
             if sock is not None:
-                sock.close(linger=0)  # its reader task ends with ENOTSOCK
+                self._close(sock)
         self.dealer = self.sub = None
         self._subs.clear()
         self._open_dealer()
 
     def _connect_sub(self, endpoint: str) -> None:
         if self.sub is not None:
-            self.sub.close(linger=0)
+            self._close(self.sub)
         self._subs.clear()
         self.sub = self._socket(zmq.SUB)
         self.sub.connect(endpoint)
-        self._spawn(self._read_sub(self.sub))
+        self._watch(self.sub, self._on_sub, self._sub_drained)
+
+    def _watch(
+        self,
+        sock: zmq.Socket[bytes],
+        handle: Callable[[list[bytes]], None],
+        drained: Callable[[], None] | None = None,
+    ) -> None:
+        """Read ``sock`` whenever the loop's selector says so. zmq's FD is
+        edge-triggered: each wake-up reads until EAGAIN (or FAIR_BATCH messages,
+        then continues after whatever else the loop has to run)."""
+        fd = int(sock.getsockopt(zmq.FD))
+        self._readers[sock] = fd
+        read = functools.partial(self._read, sock, handle, drained)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(fd, read)
+        loop.call_soon(read)  # anything already queued raised no edge
+
+    def _read(
+        self,
+        sock: zmq.Socket[bytes],
+        handle: Callable[[list[bytes]], None],
+        drained: Callable[[], None] | None,
+    ) -> None:
+        for _ in range(FAIR_BATCH):
+            if sock not in self._readers:
+                return  # closed meanwhile (a reconnect in handle())
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                if drained is not None:
+                    drained()
+                return
+            except zmq.ZMQError:
+                return
+            handle(frames)
+        # More may wait, and the FD will not say so again: come back after the
+        # other sessions of the process (and their timers) had their turn.
+        asyncio.get_running_loop().call_soon(self._read, sock, handle, drained)
+
+    def _poke(self, sock: zmq.Socket[bytes]) -> None:
+        """After a send or a (un)subscribe: libzmq may have taken in messages while
+        it ran, and their edge is then gone. Read them if so."""
+        if int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            if sock is self.dealer:
+                asyncio.get_running_loop().call_soon(self._read, sock, self._on_dealer, None)
+            elif sock is self.sub:
+                read = functools.partial(self._read, sock, self._on_sub, self._sub_drained)
+                asyncio.get_running_loop().call_soon(read)
+
+    def _close(self, sock: zmq.Socket[bytes]) -> None:
+        fd = self._readers.pop(sock, None)
+        if fd is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed already
+                asyncio.get_running_loop().remove_reader(fd)
+        sock.close(linger=0)
+
+    def _on_dealer(self, frames: list[bytes]) -> None:
+        try:
+            msg = decode_from_broker(frames)
+        except ProtocolError as exc:
+            self.on_event(Problem(f"ignored a bad message from the broker: {exc}"))
+            return
+        self._apply(self.core.on_direct(msg, self.clock()))
+
+    def _on_sub(self, frames: list[bytes]) -> None:
+        try:
+            msg = decode_broadcast(frames)
+        except ProtocolError as exc:
+            self.on_event(Problem(f"ignored a bad broadcast: {exc}"))
+            return
+        self._apply(self.core.on_broadcast(msg, self.clock()))
+
+    def _sub_drained(self) -> None:
+        self.core.sub_drained(self.clock())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -234,21 +313,6 @@ class Transport:
             exc = task.exception()
             self.on_event(Problem(f"internal error: {exc!r}"))
             self.quit(70)
-
-    async def _read_dealer(self, sock: zmq.asyncio.Socket) -> None:
-        read = 0
-        while True:
-            read = await _fair(read)
-            try:
-                frames = await sock.recv_multipart()
-            except zmq.ZMQError:
-                return  # closed by _reconnect or close
-            try:
-                msg = decode_from_broker(frames)
-            except ProtocolError as exc:
-                self.on_event(Problem(f"ignored a bad message from the broker: {exc}"))
-                continue
-            self._apply(self.core.on_direct(msg, self.clock()))
 
     async def _read_monitor(self, sock: zmq.asyncio.Socket) -> None:
         while True:
@@ -286,21 +350,6 @@ class Transport:
             if self._leaving is not None:  # a quit was waiting for this
                 self.quit(0)
 
-    async def _read_sub(self, sock: zmq.asyncio.Socket) -> None:
-        read = 0
-        while True:
-            read = await _fair(read)
-            try:
-                frames = await sock.recv_multipart()
-            except zmq.ZMQError:
-                return
-            try:
-                msg = decode_broadcast(frames)
-            except ProtocolError as exc:
-                self.on_event(Problem(f"ignored a bad broadcast: {exc}"))
-                continue
-            self._apply(self.core.on_broadcast(msg, self.clock()))
-
     async def _timer(self) -> None:
         assert self._done is not None
         while not self._done.done():
@@ -325,10 +374,12 @@ class Transport:
                 if self.sub is not None and act.topic not in self._subs:
                     self._subs.add(act.topic)
                     self.sub.setsockopt(zmq.SUBSCRIBE, act.topic)
+                    self._poke(self.sub)
             elif isinstance(act, Unsubscribe):
                 if self.sub is not None and act.topic in self._subs:
                     self._subs.discard(act.topic)
                     self.sub.setsockopt(zmq.UNSUBSCRIBE, act.topic)
+                    self._poke(self.sub)
             elif isinstance(act, ConnectSub):
                 self._connect_sub(act.endpoint)
             elif isinstance(act, Reconnect):
@@ -348,28 +399,14 @@ class Transport:
         except ProtocolError as exc:
             self.on_event(Problem(str(exc)))
             return
-        # With NOBLOCK the future is already settled. Again means the queue to
-        # the broker is full (it is not reading): the outbox keeps our messages
-        # and the heartbeat timeout reconnects, so nothing more to do here.
-        sent = cast("asyncio.Future[object]", self.dealer.send_multipart(frames, zmq.NOBLOCK))
-        sent.add_done_callback(_consume)
+        # Again means the queue to the broker is full (it is not reading): the
+        # outbox keeps our messages and the heartbeat timeout reconnects.
+        with contextlib.suppress(zmq.Again):
+            self.dealer.send_multipart(frames, zmq.NOBLOCK)
+        self._poke(self.dealer)
 
 
-def _consume(fut: asyncio.Future[object]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # retrieved, so asyncio does not log it as lost
-
-
-#: Messages a reader takes in a row before it lets the loop run something else.
+#: Messages a reader takes in a row before it lets the loop run something else:
+#: a busy socket must not starve the other sessions of the process, their
+#: timers and the application.
 FAIR_BATCH = 64
-
-
-async def _fair(read: int) -> int:
-    """Count one more message read; every FAIR_BATCH, yield to the loop. A queued
-    message comes back as a finished future, and awaiting one does not yield:
-    a busy socket would otherwise starve the other sessions of the process,
-    their timers and the application."""
-    if read < FAIR_BATCH:
-        return read + 1
-    await asyncio.sleep(0)
-    return 1
