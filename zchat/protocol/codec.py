@@ -226,7 +226,9 @@ def _decode(
 ) -> M:
     if len(frames) != 3:
         raise ProtocolError("bad_frame", f"expected 3 frames, got {len(frames)}")
-    first, kind, body = (bytes(f) for f in frames)
+    first, kind, body = frames
+    if not (type(first) is type(kind) is type(body) is bytes):  # zmq.Frame, memoryview...
+        first, kind, body = bytes(first), bytes(kind), bytes(body)
     if head is not None and first != head:
         raise ProtocolError(
             "bad_version",
