@@ -188,7 +188,7 @@ def test_redis_unavailable_refuses_sends_and_they_arrive_once_when_it_is_back(
     try:
         send.send(*sorted(expected)[100:])
         send.wait_for("store_unavailable|cannot store", timeout=LONG)
-        time.sleep(3)
+        time.sleep(1.5)  # refused for a while: the outbox holds them
     finally:
         redis_server.resume()
     send.close_stdin()
@@ -197,3 +197,28 @@ def test_redis_unavailable_refuses_sends_and_they_arrive_once_when_it_is_back(
     recv.drain(0.5)
     assert_exactly_once_in_order(recv, expected)
     assert not any('"reconnecting' in line for line in recv.lines)
+
+
+def test_a_dead_brokers_client_that_does_not_come_back_leaves_once(
+    tmp_path: Path, procs: list[Proc], redis_server: Any
+) -> None:
+    """A client of a SIGKILLed broker with nowhere to go: within the timeout (and
+    a heartbeat) one surviving broker announces its leave, exactly once, and
+    its nick is free again."""
+    a, b, c = brokers(tmp_path, procs, redis_server.url)
+    lonely = plain_client(procs, a.endpoint, "lonely")  # knows only broker a
+    bob = plain_client(procs, b.endpoint, "bob")
+    carol = plain_client(procs, c.endpoint, "carol")
+    bob.wait_for("carol joined")
+    started = time.monotonic()
+    a.p.kill()
+    a.wait_exit()
+    for person in (bob, carol):
+        person.wait_for(r"#dev -- lonely left #dev \(timed out\)", timeout=LONG)
+    assert time.monotonic() - started < 3 + 0.5 + 5  # timeout + heartbeat + slack
+    lonely.p.kill()
+    bob.drain(2)  # a second survivor announcing it too would show by now
+    assert bob.count(r"lonely left #dev") == 1 and carol.count(r"lonely left #dev") == 1
+    again = plain_client(procs, c.endpoint, "lonely")  # the nick is free
+    again.send("back")
+    bob.wait_for("<lonely> back")
