@@ -263,6 +263,9 @@ class BrokerCore:
         try:
             if verb.needs_session and session is None:
                 raise ProtocolError(Code.NOT_REGISTERED, "say HELLO with a nick first")
+            read = verb.reads_room(req)
+            if read is not None and session is not None:
+                self._require_readable(session, read)
             if self.store_down and verb.writes(req):
                 raise self._store_unavailable(now)
             if verb.metered and session is not None:
@@ -581,10 +584,6 @@ class BrokerCore:
         out.append(Send(s.peer, m.Ok(req.rid)))
 
     def _who(self, peer: bytes, s: Session, req: m.Who, now: float, out: list[Effect]) -> None:
-        room = self._rooms.get(req.room)
-        settings = room or self._load_room(req.room)
-        if settings.private and req.room not in s.rooms:
-            raise ProtocolError(Code.NOT_MEMBER, f"#{req.room} is invite-only")
         here = self.registry.members(req.room)
         members, more = _fit_names(_nicks(here), _LIST_BUDGET)
         away = sorted(x.nick for x in here if x.away)
@@ -661,7 +660,6 @@ class BrokerCore:
     def _search(
         self, peer: bytes, s: Session, req: m.Search, now: float, out: list[Effect]
     ) -> None:
-        self._require_readable(s, req.room)
         log = _room_log(req.room)
         events = [_event_of(req.room, e) for e in self.store.search(log, req.text, req.limit)]
         found = m.Events(req.rid, req.room, _fit_events(events, newest=True), self.store.last(log))
@@ -935,10 +933,7 @@ class BrokerCore:
     def _topic(self, peer: bytes, s: Session, req: m.Topic, now: float, out: list[Effect]) -> None:
         room = self._rooms.get(req.room)
         if req.topic is None:
-            settings = room or self._load_room(req.room)
-            if settings.private and req.room not in s.rooms:
-                raise ProtocolError("not_member", f"#{req.room} is invite-only")
-            topic = settings.topic
+            topic = (room or self._load_room(req.room)).topic
         else:
             if room is None or s not in room.members:
                 raise ProtocolError("not_member", f"join #{req.room} to set its topic")
@@ -1076,7 +1071,6 @@ class BrokerCore:
     def _history(
         self, peer: bytes, s: Session, req: m.History, now: float, out: list[Effect]
     ) -> None:
-        self._require_readable(s, req.room)
         if req.after:
             events = self._read(req.room, req.after, req.limit, before=False)
             events = _fit_events(events, newest=False)
@@ -1205,6 +1199,10 @@ def _never(req: m.Request) -> bool:
     return False
 
 
+def _room(req: Any) -> str:
+    return str(req.room)
+
+
 @dataclass(frozen=True, slots=True)
 class Verb:
     """One row of the request table: how the broker takes one request type.
@@ -1212,13 +1210,15 @@ class Verb:
     ``needs_session``: refused with ``not_registered`` without one (all but
     HELLO and STATS). ``metered``: costs a rate-limit token (§6.12).
     ``writes``: whether this request would write to the store, refused while
-    the store is down (§6.4).
+    the store is down (§6.4). ``reads_room``: the room it reads, if any, which
+    a private room allows its members only (§6.11).
     """
 
     handler: Callable[[BrokerCore, bytes, Any, Any, float, list[Effect]], None]
     needs_session: bool = True
     metered: bool = True
     writes: Callable[[Any], bool] = _always
+    reads_room: Callable[[Any], str | None] = lambda req: None
 
 
 _VERBS: dict[type[m.Request], Verb] = {
@@ -1230,10 +1230,14 @@ _VERBS: dict[type[m.Request], Verb] = {
     m.Join: Verb(BrokerCore._join),
     m.Leave: Verb(BrokerCore._leave),
     m.Nick: Verb(BrokerCore._nick),
-    m.Topic: Verb(BrokerCore._topic, writes=lambda req: req.topic is not None),
-    m.Who: Verb(BrokerCore._who, writes=_never),
+    m.Topic: Verb(
+        BrokerCore._topic,
+        writes=lambda req: req.topic is not None,
+        reads_room=lambda req: req.room if req.topic is None else None,
+    ),
+    m.Who: Verb(BrokerCore._who, writes=_never, reads_room=_room),
     m.Rooms: Verb(BrokerCore._rooms_req, writes=_never),
-    m.History: Verb(BrokerCore._history, writes=_never),
+    m.History: Verb(BrokerCore._history, writes=_never, reads_room=_room),
     m.Invite: Verb(BrokerCore._invite),
     m.Kick: Verb(BrokerCore._kick),
     m.Ban: Verb(BrokerCore._ban),
@@ -1242,5 +1246,5 @@ _VERBS: dict[type[m.Request], Verb] = {
     m.Away: Verb(BrokerCore._away, writes=_never),
     m.Whois: Verb(BrokerCore._whois, writes=_never),
     m.Op: Verb(BrokerCore._op),
-    m.Search: Verb(BrokerCore._search, writes=_never),
+    m.Search: Verb(BrokerCore._search, writes=_never, reads_room=_room),
 }

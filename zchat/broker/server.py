@@ -440,18 +440,17 @@ class BrokerServer:
         already; docs/security.md). Raises zmq.Again when there is none.
         """
         router = self.router
-        if self.curve:  # the frame object carries the key the peer authenticated with
-            head = router.recv(zmq.NOBLOCK, copy=False)
-            user = str(head.get("User-Id") or "")
-            frames = [head.bytes]
-        else:  # the backend's recv with int flags: no Python wrapper per frame
-            user = ""
-            frames = [_raw_recv(router, _NOBLOCK)]
-        while _raw_get(router, _RCVMORE):
+        # Frames, not bytes: a frame says whether another follows (asking the
+        # socket costs an option lookup per frame) and carries the CURVE key.
+        frame = _raw_recv(router, _NOBLOCK, False)
+        user = str(frame.get("User-Id") or "") if self.curve else ""
+        frames = [frame.bytes]
+        while frame.more:
             if len(frames) == _REQUEST_FRAMES:
                 self._drop_long_request(frames[0])
                 return None
-            frames.append(_raw_recv(router, _NOBLOCK))
+            frame = _raw_recv(router, _NOBLOCK, False)
+            frames.append(frame.bytes)
         if frames[0][:1] == DOOR_MARK:
             # A peer-chosen routing id posing as a door's user (doors.py).
             self.core.counters.requests += 1
@@ -624,10 +623,8 @@ def _common_options(sock: zmq.Socket[bytes]) -> None:
 
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
 _raw_send = cast("Callable[[zmq.Socket[bytes], bytes, int], None]", zmq.backend.Socket.send)
-_raw_recv = cast("Callable[[zmq.Socket[bytes], int], bytes]", zmq.backend.Socket.recv)
-_raw_get = cast("Callable[[zmq.Socket[bytes], int], int]", zmq.backend.Socket.get)
+_raw_recv = cast("Callable[[zmq.Socket[bytes], int, bool], zmq.Frame]", zmq.backend.Socket.recv)
 
 
 def _send_frames(sock: zmq.Socket[bytes], frames: list[bytes], flags: int) -> None:

@@ -407,18 +407,19 @@ class Transport:
 
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
-_raw_recv = cast("Callable[[zmq.Socket[bytes], int], bytes]", zmq.backend.Socket.recv)
-_raw_get = cast("Callable[[zmq.Socket[bytes], int], int]", zmq.backend.Socket.get)
+_raw_recv = cast("Callable[[zmq.Socket[bytes], int, bool], zmq.Frame]", zmq.backend.Socket.recv)
 
 
 def _recv_frames(sock: zmq.Socket[bytes]) -> list[bytes]:
-    """One whole message, without recv_multipart's per-frame Python (which costs
-    more than the rest of reading an event). Raises zmq.Again if none waits; the
+    """One whole message, read as frames whose ``more`` says whether another
+    follows: asking the socket (RCVMORE) costs an option lookup per frame, and
+    recv_multipart does that in Python. Raises zmq.Again if none waits; the
     frames after the first are there by then (a message arrives whole)."""
-    frames = [_raw_recv(sock, _NOBLOCK)]
-    while _raw_get(sock, _RCVMORE):
-        frames.append(_raw_recv(sock, _NOBLOCK))
+    frame = _raw_recv(sock, _NOBLOCK, False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = _raw_recv(sock, _NOBLOCK, False)
+        frames.append(frame.bytes)
     return frames
 
 
