@@ -636,3 +636,59 @@ def test_messages_are_immutable() -> None:
     msg = m.Ping(rid=1)
     with pytest.raises(AttributeError):
         msg.rid = 2  # type: ignore[misc]
+
+
+_GOOD_EVENT = {"room": "Dev", "seq": 3, "kind": "msg", "nick": "al", "text": "hi", "ts": 1.5,
+               "id": "x1"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"ts": 2},  # an int is widened
+        {"room": "#dev"},
+        {"extra": 1},  # unknown keys are ignored
+        {"seq": 0},
+        {"seq": True},
+        {"seq": "3"},
+        {"kind": "dance"},
+        {"room": "no spaces"},
+        {"room": ""},
+        {"nick": 5},
+        {"text": None},
+        {"ts": "now"},
+        {"id": b"x1"},
+        {"room": None},
+    ],
+)
+def test_the_fast_event_decoder_agrees_with_the_general_one(change: dict[str, Any]) -> None:
+    """EVENT has a hand-written builder (codec._event); whatever it takes, the
+    general path takes alike, and what it refuses, the general path refuses
+    with the error it would always have given."""
+    from zchat.protocol import codec
+
+    raw = {**_GOOD_EVENT, **change}
+    cls, fields = codec._BROADCASTS[b"EVENT"]
+    try:
+        general: m.Message | None = codec._build(cls, fields, dict(raw))
+    except ProtocolError:
+        general = None
+    assert codec._event(dict(raw)) == general
+    frames = [m.room_topic("dev"), b"EVENT", msgpack.packb(raw)]
+    if general is None:
+        with pytest.raises(ProtocolError):
+            decode_broadcast(frames)
+    else:
+        assert decode_broadcast(frames) == general
+
+
+def test_the_fast_event_decoder_misses_no_missing_field() -> None:
+    from zchat.protocol import codec
+
+    for name in _GOOD_EVENT:
+        raw = {k: v for k, v in _GOOD_EVENT.items() if k != name}
+        assert codec._event(raw) is None
+        frames = [m.room_topic("dev"), b"EVENT", msgpack.packb(raw)]
+        with pytest.raises(ProtocolError, match=name):
+            decode_broadcast(frames)

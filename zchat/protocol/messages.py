@@ -14,6 +14,7 @@ Three families, by the path they travel:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -117,10 +118,22 @@ class Event(Broadcast):
         into its log): skips the checks, which cost more than the rest of building
         one on the broker's hot path. Never use it for what a peer sent."""
         ev = object.__new__(cls)
-        for name, value in (("room", room), ("seq", seq), ("kind", kind), ("nick", nick),
-                            ("text", text), ("ts", ts), ("id", id)):  # fmt: skip
-            object.__setattr__(ev, name, value)
+        # The slots' own setters: a frozen dataclass refuses setattr, and
+        # object.__setattr__ by name costs twice as much.
+        set_room, set_seq, set_kind, set_nick, set_text, set_ts, set_id = _EVENT_SLOTS
+        set_room(ev, room)
+        set_seq(ev, seq)
+        set_kind(ev, kind)
+        set_nick(ev, nick)
+        set_text(ev, text)
+        set_ts(ev, ts)
+        set_id(ev, id)
         return ev
+
+
+_EVENT_SLOTS = tuple(
+    Event.__dict__[f.name].__set__ for f in dataclasses.fields(Event)
+)  # in field order: room, seq, kind, nick, text, ts, id
 
 
 @dataclass(frozen=True, slots=True)
