@@ -1156,6 +1156,8 @@ class ClientCore:
                 self.current = next(iter(self.rooms), None)
             kicked = Kicked(ev.room, ev.nick, ev.text, ev.ts, ev.seq)
             return [Output(kicked), Unsubscribe(m.room_topic(ev.room))]
+        if ev.seq == view.last + 1 and view.joined and not view.buffer:
+            return self._show(view, ev)  # the usual case: the next one, nothing waiting
         view.buffer[ev.seq] = ev
         if not view.joined:
             return []  # merged when JOINED arrives
