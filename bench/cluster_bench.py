@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {int(b) for b in args.brokers.split(",")}
     h = Harness(keep=args.keep)
     started = time.monotonic()
+    info = report.machine()  # the load average at the start
     lines = [
         "| workload | setup | deliveries/s | delivered | brokers' CPU µs/msg | Redis CPU µs/msg "
         "| p50 / p99 ms |",
@@ -101,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
                 records.append({"workload": name, "setup": label, "brokers": brokers, **rec})
     finally:
         h.close()
-    info = report.machine()
     info["bench wall time"] = f"{time.monotonic() - started:.0f} s"
     text = "\n".join(["## Machine", report.bullets(info), "", "## Results", *lines])
     print(text)
