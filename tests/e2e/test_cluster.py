@@ -56,6 +56,20 @@ def plain_client(procs: list[Proc], connect: str, nick: str, room: str = "dev") 
     return c
 
 
+def all_sent_and_shown_once(senders: list[Proc], receivers: list[Proc], expected: set[str]) -> None:
+    """Every sender's outbox drains (exit 0, nothing left unacknowledged) and
+    every receiver shows every message exactly once, in seq order."""
+    for s in senders:
+        s.close_stdin()
+    for s in senders:
+        assert s.wait_exit(LONG) == 0, "\n".join(s.lines[-20:])
+        assert not any("not acknowledged" in line for line in s.lines)
+    for r in receivers:
+        wait_chat_count(r, len(expected))
+        r.drain(0.5)
+        assert_exactly_once_in_order(r, expected)
+
+
 def seqs_and_texts(proc: Proc) -> list[tuple[int, str]]:
     return [(int(str(ev["seq"])), str(ev["text"])) for ev in chats(proc)]
 
@@ -127,15 +141,7 @@ def test_a_killed_brokers_clients_fail_over_and_every_message_arrives_once_in_or
     wait_chat_count(receivers[0], 300)  # under way, far from done
     bs[0].p.kill()
     bs[0].wait_exit()
-    for s in senders:
-        s.close_stdin()
-    for s in senders:
-        assert s.wait_exit(LONG) == 0, "\n".join(s.lines[-20:])
-        assert not any("not acknowledged" in line for line in s.lines)
-    for r in receivers:
-        wait_chat_count(r, len(expected))
-        r.drain(0.5)
-        assert_exactly_once_in_order(r, expected)
+    all_sent_and_shown_once(senders, receivers, expected)
 
 
 def test_a_killed_pubsub_connection_loses_nothing(
@@ -191,11 +197,7 @@ def test_redis_unavailable_refuses_sends_and_they_arrive_once_when_it_is_back(
         time.sleep(1.5)  # refused for a while: the outbox holds them
     finally:
         redis_server.resume()
-    send.close_stdin()
-    assert send.wait_exit(LONG) == 0, "\n".join(send.lines[-20:])
-    wait_chat_count(recv, len(expected))
-    recv.drain(0.5)
-    assert_exactly_once_in_order(recv, expected)
+    all_sent_and_shown_once([send], [recv], expected)
     assert not any('"reconnecting' in line for line in recv.lines)
 
 
