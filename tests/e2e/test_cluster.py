@@ -21,7 +21,7 @@ from tests.e2e.test_reliability import (
     chats,
     wait_chat_count,
 )
-from tests.procs import Broker, Proc
+from tests.procs import Broker, Proc, make_keys
 
 OPTS = ("--heartbeat", "0.5", "--timeout", "3")
 
@@ -224,3 +224,45 @@ def test_a_dead_brokers_client_that_does_not_come_back_leaves_once(
     again = plain_client(procs, c.endpoint, "lonely")  # the nick is free
     again.send("back")
     bob.wait_for("<lonely> back")
+
+
+def test_brokers_sharing_one_curve_key_pair_let_a_client_fail_over_with_one_server_key(
+    tmp_path: Path, procs: list[Proc], redis_server: Any
+) -> None:
+    keys = make_keys(tmp_path, ("broker", "alice", "bob"), ("alice", "bob"))
+    conf = tmp_path / "broker.toml"
+    conf.write_text(
+        "[broker]\n"
+        f'curve_secret_key = "{keys / "keys" / "broker.key_secret"}"\n'
+        f'curve_clients = "{keys / "allowed"}"\n'
+        f'cluster = "{redis_server.url}"\n'
+    )
+    bs = []
+    for i in range(2):
+        folder = tmp_path / f"b{i}"
+        folder.mkdir()
+        bs.append(Broker(folder, "--config", str(conf), *OPTS, "--quiet"))
+        procs.append(bs[-1])
+
+    def client(nick: str, connect: str) -> Proc:
+        env = {
+            "ZCHAT_CURVE_KEY": str(keys / "keys" / f"{nick}.key_secret"),
+            "ZCHAT_CURVE_SERVER_KEY": str(keys / "keys" / "broker.key"),
+        }
+        c = Proc(["client", "--plain", "--connect", connect, "--nick", nick, "--room", "dev"],
+                 env=env)  # fmt: skip
+        procs.append(c)
+        c.wait_for(r"^-- joined #dev")
+        return c
+
+    alice = client("alice", f"{bs[0].endpoint},{bs[1].endpoint}")
+    bob = client("bob", bs[1].endpoint)
+    alice.send("before")
+    bob.wait_for("<alice> before")
+    bs[0].p.kill()
+    bs[0].wait_exit()
+    alice.wait_for(rf"connected to {bs[1].endpoint} as alice", timeout=LONG)
+    alice.send("after")
+    bob.wait_for("<alice> after")
+    bob.drain(0.5)
+    assert bob.count("<alice> before") == 1 and bob.count("<alice> after") == 1
