@@ -306,3 +306,35 @@ def test_a_log_that_goes_back_under_the_same_epoch_gets_a_new_epoch() -> None:
     c.say("B", B1, "dev", "two")  # lands at seq 3 again
     assert renewed == [c.store.epoch]
     assert (3, "msg", "bob") not in c["B"].published("dev")
+
+
+def test_a_private_rooms_events_never_go_on_a_broadcast_even_with_nobody_here() -> None:
+    """A dead broker's member of a private room is announced gone by a survivor
+    that has no member in that room: the leave is stored, not published."""
+    c = Cluster("A", "B")
+    c.hello("A", A1, "alice")
+    c.join("A", A1, "secret", private=True)
+    c.hello("B", B1, "bob")
+    for _ in range(4):  # A dies; B goes on
+        c.send("B", B1, m.Ping(c.rid()))
+        c.tick(HEARTBEAT, "B")
+    left = [e for e in c.store.read("#secret", 0, 10) if e.seq > 1]
+    assert len(left) == 1  # the leave was stored
+    published = [fx.msg for fx in c["B"].out if isinstance(fx, Publish)]
+    assert all(not isinstance(msg, m.Event) for msg in published), published
+
+
+def test_feed_entries_that_arrive_after_the_last_member_left_are_dropped() -> None:
+    c = Cluster("A", "B")
+    c.hello("A", A1, "alice")
+    c.hello("B", B1, "bob")
+    c.join("A", A1, "secret", private=True)
+    c.send("A", A1, m.Invite(c.rid(), "secret", "bob"))
+    c.join("B", B1, "secret")
+    c.carry()
+    c.send("B", B1, m.Leave(c.rid(), "secret"))  # B follows #secret no more
+    c.say("A", A1, "secret", "after bob left")
+    log, entry = c.store.published[-1]
+    before = len(c["B"].out)
+    c["B"].took(c["B"].core.arrived(log, [entry], c.now))  # pub/sub was slower than the leave
+    assert c["B"].out[before:] == []

@@ -349,6 +349,8 @@ class BrokerCore:
         a hole is read from the store first (§6.14)."""
         out: list[Effect] = []
         for entry in entries:
+            if log not in self._heads:
+                break  # no longer followed (its last member here left): not ours
             if self._in_order(log, entry.seq, out):
                 self._deliver_entry(log, entry, out)
         return out
@@ -365,8 +367,9 @@ class BrokerCore:
             if last < head:
                 self._went_back(log, last)
             elif last > head:
-                self._in_order(log, last + 1, out)  # fills head+1 .. last
-                self._heads[log] = last
+                self._fill(log, head, last, out)
+                if log in self._heads:
+                    self._heads[log] = last
         return out
 
     def _went_back(self, log: str, last: int) -> None:
@@ -406,14 +409,22 @@ class BrokerCore:
             return True
         if seq <= head:
             return False
-        if seq > head + 1:
-            # Capped: clients fetch anything beyond by seq themselves (§6.5).
-            for entry in self.store.read(log, max(head, seq - 1 - MAX_HISTORY), MAX_HISTORY):
-                if entry.seq >= seq:
-                    break
-                self._deliver_entry(log, entry, out)
+        self._fill(log, head, seq - 1, out)
+        if log not in self._heads:
+            return False  # what was filled in ended our following of it (a kick)
         self._heads[log] = seq
         return True
+
+    def _fill(self, log: str, head: int, upto: int, out: list[Effect]) -> None:
+        """Deliver entries ``head`` + 1 .. ``upto`` of a followed log from the
+        store: the newest MAX_HISTORY of them, and clients fetch anything older
+        by seq themselves (§6.5)."""
+        if upto <= head:
+            return
+        for entry in self.store.read(log, max(head, upto - MAX_HISTORY), MAX_HISTORY):
+            if entry.seq > upto or log not in self._heads:
+                break
+            self._deliver_entry(log, entry, out)
 
     def _deliver_entry(self, log: str, entry: Entry, out: list[Effect]) -> None:
         if log.startswith("#"):
@@ -459,7 +470,7 @@ class BrokerCore:
             return  # gone or moved meanwhile
         self.store.set_state(_last_seen(rec.nick), repr(now).encode())
         for name in sorted(rec.rooms):
-            if self.registry.count(name) <= self.config.announce_limit:
+            if self.registry.count(name) < self.config.announce_limit:
                 self._event(name, "leave", rec.nick, "timed out", now, out)
             self.registry.leave(name, rec.token)
         self.registry.release(nick_key(rec.nick), rec.token)
@@ -1112,11 +1123,14 @@ class BrokerCore:
 
     def _deliver(self, room: str, event: m.Event, out: list[Effect]) -> None:
         live = self._rooms.get(room)
-        if live is not None and live.private:
+        # A room with nobody here (a dead broker's member leaving it, §6.14) has
+        # its settings in the store: a private one must not go on the broadcast.
+        private = live.private if live is not None else self._load_room(room).private
+        if not private:
+            out.append(Publish(event))
+        elif live is not None:
             push = m.PrivateEvent(event)
             out.extend(Send(member.peer, push) for member in live.members)
-        else:
-            out.append(Publish(event))
 
     def _read(self, room: str, pos: int, limit: int, before: bool) -> list[m.Event]:
         log = _room_log(room)
