@@ -392,7 +392,10 @@ class BrokerCore:
         """The shared store came back empty (a new epoch): positions start over,
         and the registry forgot everyone here; tell it again (§6.14)."""
         self._epoch = self.store.epoch
-        self._heads.update(self.store.heads(list(self._heads)))
+        # Every followed log starts over: the next check delivers what the new
+        # epoch holds already. (A store that kept its entries under a new epoch,
+        # §6.4, sends up to MAX_HISTORY of each again; clients skip them by seq.)
+        self._heads = dict.fromkeys(self._heads, 0)
         for s in self._by_token.values():
             self.registry.claim(nick_key(s.nick), s.token)
             self._save(s)
@@ -1112,6 +1115,8 @@ class BrokerCore:
         body = RoomRecord(kind, nick, text, now).pack()
         log = _room_log(room)
         stored = self.store.append(log, msg_id, nick, body)
+        if self.store.epoch != self._epoch:  # this append found the store reset
+            self._store_reset(out)
         if stored.duplicate:
             pass
         elif self._in_order(log, stored.seq, out):
