@@ -89,7 +89,7 @@ class Feed:
         """The socket to poll, while connected."""
         if self._pubsub is None or self._pubsub.connection is None:
             return None
-        sock = self._pubsub.connection._sock
+        sock = self._pubsub.connection._sock  # redis-py has no public accessor for it
         return None if sock is None else sock.fileno()
 
     def connect(self) -> str:
