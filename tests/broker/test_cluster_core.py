@@ -140,6 +140,17 @@ def two_in_dev() -> Cluster:
     return c
 
 
+def secret_on_both() -> Cluster:
+    """alice on A made the private #secret and let bob, on B, in."""
+    c = Cluster("A", "B")
+    c.hello("A", A1, "alice")
+    c.hello("B", B1, "bob")
+    c.join("A", A1, "secret", private=True)
+    c.send("A", A1, m.Invite(c.rid(), "secret", "bob"))
+    c.join("B", B1, "secret")
+    return c
+
+
 def test_clients_on_two_brokers_see_one_room_with_the_same_sequence() -> None:
     c = two_in_dev()
     for text in ("one", "two", "three"):
@@ -212,12 +223,7 @@ def test_a_dm_to_a_nick_on_another_broker_arrives_through_its_inbox_feed() -> No
 
 
 def test_private_rooms_go_to_members_on_every_broker_and_never_on_a_broadcast() -> None:
-    c = Cluster("A", "B")
-    c.hello("A", A1, "alice")
-    c.hello("B", B1, "bob")
-    c.join("A", A1, "secret", private=True)
-    c.send("A", A1, m.Invite(c.rid(), "secret", "bob"))
-    c.join("B", B1, "secret")
+    c = secret_on_both()
     c.say("A", A1, "secret", "hush")
     c.carry()
     pushed = [x for x in c["B"].sent(B1) if isinstance(x, m.PrivateEvent)]
@@ -325,12 +331,7 @@ def test_a_private_rooms_events_never_go_on_a_broadcast_even_with_nobody_here() 
 
 
 def test_feed_entries_that_arrive_after_the_last_member_left_are_dropped() -> None:
-    c = Cluster("A", "B")
-    c.hello("A", A1, "alice")
-    c.hello("B", B1, "bob")
-    c.join("A", A1, "secret", private=True)
-    c.send("A", A1, m.Invite(c.rid(), "secret", "bob"))
-    c.join("B", B1, "secret")
+    c = secret_on_both()
     c.carry()
     c.send("B", B1, m.Leave(c.rid(), "secret"))  # B follows #secret no more
     c.say("A", A1, "secret", "after bob left")

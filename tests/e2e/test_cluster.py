@@ -17,6 +17,7 @@ import pytest
 from tests.e2e.test_reliability import (
     LONG,
     UNLIMITED,
+    all_sent_and_shown_once,
     assert_exactly_once_in_order,
     chats,
     wait_chat_count,
@@ -56,18 +57,13 @@ def plain_client(procs: list[Proc], connect: str, nick: str, room: str = "dev") 
     return c
 
 
-def all_sent_and_shown_once(senders: list[Proc], receivers: list[Proc], expected: set[str]) -> None:
-    """Every sender's outbox drains (exit 0, nothing left unacknowledged) and
-    every receiver shows every message exactly once, in seq order."""
-    for s in senders:
-        s.close_stdin()
-    for s in senders:
-        assert s.wait_exit(LONG) == 0, "\n".join(s.lines[-20:])
-        assert not any("not acknowledged" in line for line in s.lines)
-    for r in receivers:
-        wait_chat_count(r, len(expected))
-        r.drain(0.5)
-        assert_exactly_once_in_order(r, expected)
+def across_two_brokers(tmp: Path, procs: list[Proc], redis_url: str) -> tuple[Proc, Proc]:
+    """Two brokers on one Redis; a sender on the first and a receiver on the
+    second, both in #dev: every delivery crosses brokers."""
+    a, b = brokers(tmp, procs, redis_url, 2)
+    recv = json_client(procs, b.endpoint, "recv", "dev")
+    send = json_client(procs, a.endpoint, "send", "dev")
+    return send, recv
 
 
 def seqs_and_texts(proc: Proc) -> list[tuple[int, str]]:
@@ -147,9 +143,7 @@ def test_a_killed_brokers_clients_fail_over_and_every_message_arrives_once_in_or
 def test_a_killed_pubsub_connection_loses_nothing(
     tmp_path: Path, procs: list[Proc], redis_server: Any
 ) -> None:
-    a, b = brokers(tmp_path, procs, redis_server.url, 2)
-    recv = json_client(procs, b.endpoint, "recv", "dev")
-    send = json_client(procs, a.endpoint, "send", "dev")
+    send, recv = across_two_brokers(tmp_path, procs, redis_server.url)
     expected = {f"m{n:04d}" for n in range(600)}
     send.send(*sorted(expected)[:300])
     wait_chat_count(recv, 100)
@@ -186,9 +180,7 @@ def test_redis_unavailable_refuses_sends_and_they_arrive_once_when_it_is_back(
 ) -> None:
     """Redis hung (SIGSTOP) then back: sends are refused as retryable meanwhile,
     kept in the outbox, and every message arrives once; clients stay connected."""
-    a, b = brokers(tmp_path, procs, redis_server.url, 2)
-    recv = json_client(procs, b.endpoint, "recv", "dev")
-    send = json_client(procs, a.endpoint, "send", "dev")
+    send, recv = across_two_brokers(tmp_path, procs, redis_server.url)
     expected = {f"m{n:03d}" for n in range(200)}
     send.send(*sorted(expected)[:100])
     wait_chat_count(recv, 100)

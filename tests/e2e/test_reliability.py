@@ -49,6 +49,20 @@ def wait_chat_count(proc: Proc, n: int, timeout: float = LONG) -> None:
     assert len(chats(proc)) >= n, f"{proc.args[4]}: {len(chats(proc))} of {n} messages"
 
 
+def all_sent_and_shown_once(senders: list[Proc], receivers: list[Proc], expected: set[str]) -> None:
+    """Every sender's outbox drains (exit 0, nothing left unacknowledged) and
+    every receiver shows every message exactly once, in seq order."""
+    for s in senders:
+        s.close_stdin()
+    for s in senders:
+        assert s.wait_exit(LONG) == 0, "\n".join(s.lines[-20:])
+        assert not any("not acknowledged" in line for line in s.lines)
+    for r in receivers:
+        wait_chat_count(r, len(expected))
+        r.drain(0.5)
+        assert_exactly_once_in_order(r, expected)
+
+
 def assert_exactly_once_in_order(proc: Proc, expected: set[str]) -> None:
     got = chats(proc)
     seqs = [int(str(ev["seq"])) for ev in got]
@@ -77,16 +91,9 @@ def test_broker_sigkill_mid_stream_loses_nothing(tmp_path: Path, procs: list[Pro
     restarted = Broker(tmp_path, *opts, port=broker.port, env=UNLIMITED)
     procs.append(restarted)
 
-    for s in senders:
-        s.close_stdin()
-    for s in senders:
-        assert s.wait_exit(LONG) == 0, "\n".join(s.lines[-20:])
-        assert not any("not acknowledged" in line for line in s.lines)
     for r in receivers:
         r.wait_for('"reconnecting', timeout=LONG)
-        wait_chat_count(r, len(expected))
-        r.drain(0.5)
-        assert_exactly_once_in_order(r, expected)
+    all_sent_and_shown_once(senders, receivers, expected)
 
 
 def test_paused_receiver_catches_up_by_gap_recovery(tmp_path: Path, procs: list[Proc]) -> None:
